@@ -1,0 +1,64 @@
+"""Stream helpers for Amaranth simulator testbenches (``sim.add_testbench``).
+
+They follow the transfer rules of ``amaranth.lib.stream``: a transfer happens on a clock edge
+where both ``valid`` and ``ready`` are high. Payloads are raw integers (``payload.as_value()``),
+so callers pack and unpack bits with the formats of ``rsaccel.hw``.
+"""
+
+__all__ = ["stream_put", "stream_get", "run_simulation"]
+
+
+async def stream_put(ctx, stream, payload, *, gap=0):
+    """Offer ``payload`` on ``stream`` until it is taken, then idle ``gap`` cycles."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload.as_value(), payload)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+    if gap:
+        await ctx.tick().repeat(gap)
+
+
+async def stream_get(ctx, stream, *, stall=0):
+    """Return the next payload (an integer) of ``stream``, refusing it for ``stall`` cycles."""
+    if stall:
+        await ctx.tick().repeat(stall)
+    ctx.set(stream.ready, 1)
+    payload, = await ctx.tick().sample(stream.payload.as_value()).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+def run_simulation(dut, *testbenches, deadline_cycles=100_000, vcd=None):
+    """Run ``testbenches`` (async functions of ``ctx``) against ``dut`` with a 1 MHz clock.
+
+    Fails with ``TimeoutError`` if they are not all done within ``deadline_cycles``.
+    """
+    from amaranth.sim import Simulator
+
+    running = [len(testbenches)]
+
+    def counted(bench):
+        async def wrapper(ctx):
+            try:
+                await bench(ctx)
+            finally:
+                running[0] -= 1
+        return wrapper
+
+    async def watchdog(ctx):
+        for _ in range(deadline_cycles):
+            if not running[0]:
+                return
+            await ctx.tick()
+        raise TimeoutError(f"simulation did not finish within {deadline_cycles} cycles")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(watchdog)
+    for bench in testbenches:
+        sim.add_testbench(counted(bench))
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
