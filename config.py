@@ -2,8 +2,9 @@
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
-__all__ = ["ArrayConfig", "PRESETS", "DEFAULT_PRESET", "preset"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "ArrayConfig", "preset"]
 
 
 def _is_pow2(n):
@@ -46,7 +47,7 @@ class ArrayConfig:
     axil_addr_bits: int = 12
 
     # Limits that keep derived widths (tags, counters, addresses) reasonable.
-    _LIMITS = {
+    _LIMITS: ClassVar[dict] = {
         "rows": (1, 64),
         "cols": (1, 64),
         "filter_spad_depth": (1, 4096),

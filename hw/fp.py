@@ -6,8 +6,15 @@ Fields are listed least significant first, as Amaranth lays out a ``data.Struct`
 from amaranth import Const, Mux
 from amaranth.lib import data
 
-__all__ = ["FP16", "FP32", "FP16_QNAN", "FP32_QNAN", "FP32_INF", "FP16_INF",
-           "leading_zeros"]
+__all__ = [
+    "FP16",
+    "FP16_INF",
+    "FP16_QNAN",
+    "FP32",
+    "FP32_INF",
+    "FP32_QNAN",
+    "leading_zeros",
+]
 
 FP16_QNAN = 0x7E00
 FP16_INF = 0x7C00

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fp import FP16, FP16_INF, FP16_QNAN, FP32, FP32_INF, FP32_QNAN, leading_zeros
 
-__all__ = ["MacOp", "MacResult", "FMac", "Fp32ToFp16", "MAC_SECTIONS", "fp32_to_fp16"]
+__all__ = ["MAC_SECTIONS", "FMac", "Fp32ToFp16", "MacOp", "MacResult", "fp32_to_fp16"]
 
 #: Number of combinational sections the MAC datapath is cut into; see ``FMac``.
 MAC_SECTIONS = 5

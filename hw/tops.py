@@ -2,7 +2,7 @@
 
 from .mac import FMac, Fp32ToFp16
 
-__all__ = ["TOPS", "DEFAULT_TOP", "build_top", "module_name"]
+__all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
 
 #: Top name -> constructor from an ``ArrayConfig``. The full accelerator joins as ``top``.
 TOPS = {

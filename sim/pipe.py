@@ -6,7 +6,7 @@ import numpy as np
 
 from . import runner
 
-__all__ = ["stream_through", "pack_mac_ops", "unpack_mac_results"]
+__all__ = ["pack_mac_ops", "stream_through", "unpack_mac_results"]
 
 _MASK64 = (1 << 64) - 1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..hw.tops import module_name
 from .tools import BUILD_ROOT, icarus_available, setup_verilator
 
-__all__ = ["SIMULATORS", "available_simulators", "Build", "build", "run"]
+__all__ = ["SIMULATORS", "Build", "available_simulators", "build", "run"]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")          # Amaranth writes no `timescale

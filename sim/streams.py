@@ -5,7 +5,7 @@ where both ``valid`` and ``ready`` are high. Payloads are raw integers (``payloa
 so callers pack and unpack bits with the formats of ``rsaccel.hw``.
 """
 
-__all__ = ["stream_put", "stream_get", "run_simulation"]
+__all__ = ["run_simulation", "stream_get", "stream_put"]
 
 
 async def stream_put(ctx, stream, payload, *, gap=0):

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["setup_verilator", "verilator_version", "icarus_available", "BUILD_ROOT"]
+__all__ = ["BUILD_ROOT", "icarus_available", "setup_verilator", "verilator_version"]
 
 #: Everything generated goes below here (ignored by git).
 BUILD_ROOT = Path(os.environ.get("RSACCEL_BUILD", Path(__file__).resolve().parent.parent / "build"))

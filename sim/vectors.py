@@ -9,8 +9,15 @@ import numpy as np
 from ..hw.fp import FP32_INF
 from ..sw.numerics import f16_values, f32_bits
 
-__all__ = ["FP16_SPECIALS", "FP32_SPECIALS", "mac_directed", "mac_random", "mac_ties",
-           "cvt_directed", "cvt_random"]
+__all__ = [
+    "FP16_SPECIALS",
+    "FP32_SPECIALS",
+    "cvt_directed",
+    "cvt_random",
+    "mac_directed",
+    "mac_random",
+    "mac_ties",
+]
 
 #: binary16 operands of every class: zeros, subnormals, normals at the edges, Inf, NaN.
 FP16_SPECIALS = np.array([

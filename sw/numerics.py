@@ -10,8 +10,17 @@ import softfloatpy as sf
 
 from ..hw.fp import FP16_QNAN, FP32_QNAN
 
-__all__ = ["mac", "to_fp16", "relu32", "softfloat_mac", "softfloat_to_fp16",
-           "f16_bits", "f32_bits", "f16_values", "f32_values"]
+__all__ = [
+    "f16_bits",
+    "f16_values",
+    "f32_bits",
+    "f32_values",
+    "mac",
+    "relu32",
+    "softfloat_mac",
+    "softfloat_to_fp16",
+    "to_fp16",
+]
 
 
 def f16_bits(values):

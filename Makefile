@@ -1,0 +1,35 @@
+# rsaccel: `make run` and `make test` set everything up from pyproject.toml, then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: setup run test bench lint clean
+
+# (Re)install when the environment is missing or older than pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rsaccel generate -o build/default
+	$(BIN)/rsaccel bench numerics --count 100000 --softfloat 20000
+
+# pytest exits 5 when it collects no test: that is not a failure of the suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+bench: $(STAMP)
+	$(BIN)/rsaccel bench numerics --count 1000000
+	$(BIN)/rsaccel bench mac-depth --preset eyeriss --depths 1-6
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build
