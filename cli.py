@@ -40,9 +40,11 @@ def cmd_synth(args):
 
 
 def _print_check(report, seconds):
+    softfloat = (f"{report['softfloat_checked']} against SoftFloat, "
+                 f"{report['softfloat_mismatches']} mismatches"
+                 if report["softfloat_checked"] else "SoftFloat has no ReLU to compare with")
     print(f"{report['block']}: {report['checked']} vectors checked against numpy float32, "
-          f"{report['mismatches']} mismatches; {report['softfloat_checked']} against SoftFloat, "
-          f"{report['softfloat_mismatches']} mismatches")
+          f"{report['mismatches']} mismatches; {softfloat}")
     for line in report["first_mismatches"]:
         print(f"  mismatch: {line}")
     print(f"  {report['cycles']} cycles for {report['checked']} results "
