@@ -3,7 +3,7 @@
 Fields are listed least significant first, as Amaranth lays out a ``data.Struct``.
 """
 
-from amaranth import Const, Mux
+from amaranth import Cat, Const, Mux
 from amaranth.lib import data
 
 __all__ = [
@@ -37,9 +37,23 @@ class FP32(data.Struct):
 
 
 def leading_zeros(value):
-    """Return the count of leading zero bits of ``value`` (its width when it is zero)."""
+    """Return the count of leading zero bits of ``value`` (its width when it is zero).
+
+    Built as a tree of halves, so its depth grows with the log of the width.
+    """
     width = len(value)
-    count = Const(width, range(width + 1))
-    for i in range(width):  # the most significant set bit, seen last, wins
-        count = Mux(value[i], width - 1 - i, count)
-    return count
+    count, _ = _lzc(value)
+    return Mux(count > width, width, count)[:width.bit_length()]
+
+
+def _lzc(value):
+    """Return (leading zeros, all zero) of ``value``, zero-padded on the right to 2**k bits."""
+    width = len(value)
+    if width == 1:
+        return ~value[0], ~value[0]
+    half = 1 << ((width - 1).bit_length() - 1)         # upper part: the top ``half`` bits
+    top, bottom = value[width - half:], value[:width - half]
+    top_count, top_zero = _lzc(top)
+    bottom_count, bottom_zero = _lzc(Cat(Const(0, 2 * half - width), bottom))
+    count = Mux(top_zero, half + bottom_count, top_count)
+    return count, top_zero & bottom_zero

@@ -9,16 +9,19 @@ from .fp import FP16, FP16_INF, FP16_QNAN, FP32, FP32_INF, FP32_QNAN, leading_ze
 __all__ = ["MAC_SECTIONS", "FMac", "Fp32ToFp16", "MacOp", "MacResult", "fp32_to_fp16"]
 
 #: Number of combinational sections the MAC datapath is cut into; see ``FMac``.
-MAC_SECTIONS = 5
+MAC_SECTIONS = 6
 
-# Pipeline registers placed after each section, for depths up to MAC_SECTIONS. Deeper pipelines
-# add the extra registers at the output, where synthesis retiming can move them.
+# Pipeline registers placed after each section (multiply, normalize product, order addends,
+# align and add, normalize, round), for depths up to MAC_SECTIONS; chosen from the ECP5 timing
+# of each section (README, "MAC pipeline depth"). Deeper pipelines add the extra registers at
+# the output.
 _REGISTERS_AFTER = {
-    1: (0, 0, 0, 0, 1),
-    2: (0, 0, 1, 0, 1),
-    3: (1, 0, 1, 0, 1),
-    4: (1, 1, 1, 0, 1),
-    5: (1, 1, 1, 1, 1),
+    1: (0, 0, 0, 0, 0, 1),
+    2: (0, 0, 1, 0, 0, 1),
+    3: (0, 1, 0, 1, 0, 1),
+    4: (0, 1, 1, 1, 0, 1),
+    5: (1, 1, 1, 1, 0, 1),
+    6: (1, 1, 1, 1, 1, 1),
 }
 
 
@@ -88,7 +91,7 @@ class FMac(wiring.Component):
         op = self.i.payload
         values = {"a": op.a.as_value(), "b": op.b.as_value(), "c": op.c.as_value()}
         carried = {"valid": self.i.valid, "tag": op.tag}
-        sections = (_multiply, _prepare, _align_add, _normalize, _round)
+        sections = (_multiply, _normalize_product, _prepare, _align_add, _normalize, _round)
         for index, (section, count) in enumerate(zip(sections, regs)):
             values = section(m, index, values)
             for _ in range(count):
@@ -147,15 +150,21 @@ def _multiply(m, index, v):
     }
 
 
-def _prepare(m, index, v):
-    """Normalize the product to binary32 (exactly) and order the addends by magnitude."""
+def _normalize_product(m, index, v):
+    """Normalize the product to binary32 magnitude bits, exactly."""
     # The product p_sig * 2**(p_esum - 50) is never below 2**-48: always a binary32 normal.
     p_lz = _wire(m, "p_lz", leading_zeros(v["p_sig"]))
     p_norm = _wire(m, "p_norm", (v["p_sig"] << p_lz)[:22], 22)
     p_zero = ~v["p_sig"].any()
     p_exp = Mux(p_zero, 0, v["p_esum"] + 98 - p_lz)
-    p_mag = _wire(m, "p_mag", Cat(Const(0, 2), p_norm[:21], p_exp[:8]), 31)
+    out = {k: v[k] for k in ("p_sign", "p_nan", "p_inf", "c")}
+    out["p_mag"] = _wire(m, "p_mag", Cat(Const(0, 2), p_norm[:21], p_exp[:8]), 31)
+    return out
 
+
+def _prepare(m, index, v):
+    """Order the addends by magnitude and find the alignment shift."""
+    p_mag = v["p_mag"]
     c = FP32(_wire(m, "c", v["c"], FP32))
     c_mag = c.as_value()[:31]
     c_top = c.exp == 0xFF

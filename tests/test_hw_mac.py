@@ -42,7 +42,7 @@ def check_mac(a, b, c, got):
         f"c={c[bad[0]]:#010x} got {got[bad[0]]:#010x} want {want[bad[0]]:#010x}")
 
 
-@pytest.mark.parametrize("stages", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("stages", [1, 2, 3, 4, 5, 6, 7])
 def test_mac_random_and_ties(stages):
     rng = np.random.default_rng(stages)
     a1, b1, c1 = vectors.mac_random(rng, 600)
