@@ -1,5 +1,6 @@
 """The blocks that can be generated on their own as a Verilog top, each built from a config."""
 
+from .dma import Dma
 from .mac import FMac, Fp32ToFp16
 
 __all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
@@ -8,6 +9,8 @@ __all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
 TOPS = {
     "mac": lambda config: FMac(stages=config.mac_stages, tag_bits=config.mac_tag_bits),
     "outcvt": lambda config: Fp32ToFp16(),
+    "dma": lambda config: Dma(addr_width=config.axi_addr_bits, data_width=config.axi_data_bits,
+                              id_width=config.axi_id_bits),
 }
 DEFAULT_TOP = "mac"
 

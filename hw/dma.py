@@ -1,0 +1,287 @@
+"""DMA engines: move whole words between host memory (AXI4) and streams, inside a window.
+
+Every transfer is whole bus words at a word-aligned byte address; the host driver lays tensors
+out to suit. Before a transfer issues any request it is checked against the address window
+``[window_base, window_base + window_size)``; a transfer that leaves it, or is misaligned or
+empty, is refused without touching memory and reported in ``error``. A non-OKAY response
+from memory is reported too. Errors are sticky until ``clear``.
+"""
+
+from amaranth import Const, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import AXI4Signature, Burst
+
+__all__ = ["DmaError", "DmaCommand", "DmaRead", "DmaWrite"]
+
+
+class DmaError(enum.Enum, shape=3):
+    NONE = 0
+    WINDOW = 1      # the transfer leaves the address window
+    ALIGN = 2       # the address is not word-aligned, or the length is zero
+    RESPONSE = 3    # memory answered SLVERR or DECERR
+
+
+def DmaCommand(addr_width, len_width):
+    """Return the layout of a transfer: byte address and length in bus words."""
+    return data.StructLayout({"addr": addr_width, "words": len_width})
+
+
+class _Engine(wiring.Component):
+    """What the read and write engines share: checks, burst splitting, status."""
+
+    def __init__(self, members, *, addr_width, data_width, id_width, len_width, max_burst,
+                 max_outstanding):
+        if max_burst not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            raise ValueError(f"max_burst must be a power of two from 1 to 256, not {max_burst!r}")
+        if not isinstance(max_outstanding, int) or not 1 <= max_outstanding <= 64:
+            raise ValueError(f"max_outstanding must be 1 to 64, not {max_outstanding!r}")
+        if not isinstance(len_width, int) or not 1 <= len_width <= addr_width:
+            raise ValueError(f"len_width must be 1 to addr_width, not {len_width!r}")
+        self._addr_width, self._data_width = addr_width, data_width
+        self._len_width, self._max_burst = len_width, max_burst
+        self._max_outstanding = max_outstanding
+        super().__init__({
+            "bus": Out(AXI4Signature(addr_width=addr_width, data_width=data_width,
+                                     id_width=id_width)),
+            "cmd": In(stream.Signature(DmaCommand(addr_width, len_width))),
+            "window_base": In(addr_width),
+            "window_size": In(addr_width + 1),
+            "busy": Out(1),
+            "error": Out(DmaError),
+            "clear": In(1),
+            **members,
+        })
+
+    @property
+    def word_bytes(self):
+        return self._data_width // 8
+
+    def _check(self, m, cmd):
+        """Return (ok, error code) for transfer ``cmd`` against the window."""
+        shift = self.word_bytes.bit_length() - 1
+        end = Signal(self._addr_width + self._len_width + 2)
+        m.d.comb += end.eq(cmd.addr + (cmd.words << shift))
+        misaligned = cmd.addr[:shift].any() if shift else Const(0)
+        empty = ~cmd.words.any()
+        outside = (cmd.addr < self.window_base) | (end > self.window_base + self.window_size)
+        code = Mux(misaligned | empty, DmaError.ALIGN, DmaError.WINDOW)
+        return ~(misaligned | empty | outside), code
+
+    def _burst(self, m, addr, words):
+        """Return the beats of the next burst: up to ``max_burst``, not past a 4 KiB page."""
+        shift = self.word_bytes.bit_length() - 1
+        to_page = Signal(range(4096 // self.word_bytes + 1))
+        m.d.comb += to_page.eq((4096 - addr[:12]) >> shift)
+        beats = Signal(range(self._max_burst + 1))
+        limit = Mux(to_page < self._max_burst, to_page, self._max_burst)
+        m.d.comb += beats.eq(Mux(words < limit, words, limit))
+        return beats
+
+    def _request(self, m, prefix, running, addr, words, outstanding, can_issue):
+        """Drive address channel ``prefix`` (``aw`` or ``ar``) for the transfer in progress."""
+        bus = self.bus
+        beats = self._burst(m, addr, words)
+        valid = getattr(bus, f"{prefix}valid")
+        ready = getattr(bus, f"{prefix}ready")
+        m.d.comb += [
+            getattr(bus, f"{prefix}addr").eq(addr),
+            getattr(bus, f"{prefix}len").eq(beats - 1),
+            getattr(bus, f"{prefix}size").eq(self.word_bytes.bit_length() - 1),
+            getattr(bus, f"{prefix}burst").eq(Burst.INCR),
+            getattr(bus, f"{prefix}id").eq(0),
+        ]
+        # Once raised, valid stays up until the handshake (AXI rule), so the issue condition
+        # is sampled only while valid is low.
+        with m.If(~valid):
+            m.d.sync += valid.eq(running & words.any() & can_issue)
+        with m.If(valid & ready):
+            m.d.sync += [
+                addr.eq(addr + (beats << (self.word_bytes.bit_length() - 1))),
+                words.eq(words - beats),
+                valid.eq(0),
+            ]
+        return valid & ready
+
+    def _errors(self, m, *causes):
+        """Hold the first error of ``causes`` ((condition, code) pairs) until ``clear``."""
+        with m.If(self.clear):
+            m.d.sync += self.error.eq(DmaError.NONE)
+        with m.Elif(self.error == DmaError.NONE):
+            for when, code in reversed(causes):     # the first cause listed wins
+                with m.If(when):
+                    m.d.sync += self.error.eq(code)
+
+
+class DmaRead(_Engine):
+    """Read ``cmd.words`` bus words from ``cmd.addr`` onwards and stream them out on ``data``.
+
+    Commands are taken one at a time (``cmd.ready`` while idle). Up to ``max_outstanding``
+    bursts are in flight; data leaves in address order. A refused command streams nothing.
+    """
+
+    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
+                 max_outstanding=4):
+        super().__init__({"data": Out(stream.Signature(data_width))}, addr_width=addr_width,
+                         data_width=data_width, id_width=id_width, len_width=len_width,
+                         max_burst=max_burst, max_outstanding=max_outstanding)
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        running = Signal()
+        addr = Signal(self._addr_width)
+        to_request = Signal(self._len_width)
+        to_receive = Signal(self._len_width)
+        outstanding = Signal(range(self._max_outstanding + 1))
+
+        ok, code = self._check(m, self.cmd.payload)
+        m.d.comb += [self.cmd.ready.eq(~running), self.busy.eq(running)]
+        with m.If(self.cmd.valid & self.cmd.ready & ok):
+            m.d.sync += [
+                running.eq(1),
+                addr.eq(self.cmd.payload.addr),
+                to_request.eq(self.cmd.payload.words),
+                to_receive.eq(self.cmd.payload.words),
+            ]
+
+        issued = self._request(m, "ar", running, addr, to_request, outstanding,
+                               outstanding < self._max_outstanding)
+        m.d.comb += [
+            self.data.valid.eq(bus.rvalid),
+            self.data.payload.eq(bus.rdata),
+            bus.rready.eq(self.data.ready),
+        ]
+        beat = bus.rvalid & bus.rready
+        burst_done = beat & bus.rlast
+        m.d.sync += outstanding.eq(outstanding + issued - burst_done)
+        self._errors(m, (self.cmd.valid & self.cmd.ready & ~ok, code),
+                     (beat & bus.rresp[1], DmaError.RESPONSE))
+        with m.If(beat):
+            m.d.sync += to_receive.eq(to_receive - 1)
+            with m.If(to_receive == 1):
+                m.d.sync += running.eq(0)
+        return m
+
+
+class DmaWrite(_Engine):
+    """Write ``cmd.words`` bus words, taken from ``data``, from ``cmd.addr`` onwards.
+
+    Whole words (all strobes set). Busy until memory has answered every burst. A refused
+    command takes nothing from ``data``.
+    """
+
+    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
+                 max_outstanding=4):
+        super().__init__({"data": In(stream.Signature(data_width))}, addr_width=addr_width,
+                         data_width=data_width, id_width=id_width, len_width=len_width,
+                         max_burst=max_burst, max_outstanding=max_outstanding)
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        running = Signal()
+        aw_addr = Signal(self._addr_width)
+        aw_words = Signal(self._len_width)
+        w_addr = Signal(self._addr_width)       # the W channel splits bursts the same way
+        w_words = Signal(self._len_width)
+        w_beat = Signal(range(self._max_burst + 1))
+        outstanding = Signal(range(self._max_outstanding + 1))
+
+        ok, code = self._check(m, self.cmd.payload)
+        m.d.comb += [self.cmd.ready.eq(~running), self.busy.eq(running)]
+        with m.If(self.cmd.valid & self.cmd.ready & ok):
+            m.d.sync += [
+                running.eq(1),
+                aw_addr.eq(self.cmd.payload.addr), aw_words.eq(self.cmd.payload.words),
+                w_addr.eq(self.cmd.payload.addr), w_words.eq(self.cmd.payload.words),
+                w_beat.eq(0),
+            ]
+
+        issued = self._request(m, "aw", running, aw_addr, aw_words, outstanding,
+                               outstanding < self._max_outstanding)
+
+        w_beats = self._burst(m, w_addr, w_words)
+        last = w_beat == w_beats - 1
+        m.d.comb += [
+            bus.wvalid.eq(running & w_words.any() & self.data.valid),
+            self.data.ready.eq(running & w_words.any() & bus.wready),
+            bus.wdata.eq(self.data.payload),
+            bus.wstrb.eq((1 << self.word_bytes) - 1),
+            bus.wlast.eq(last),
+        ]
+        with m.If(bus.wvalid & bus.wready):
+            m.d.sync += w_beat.eq(w_beat + 1)
+            with m.If(last):
+                m.d.sync += [
+                    w_beat.eq(0),
+                    w_addr.eq(w_addr + (w_beats << (self.word_bytes.bit_length() - 1))),
+                    w_words.eq(w_words - w_beats),
+                ]
+
+        answered = bus.bvalid & bus.bready
+        m.d.comb += bus.bready.eq(1)
+        m.d.sync += outstanding.eq(outstanding + issued - answered)
+        self._errors(m, (self.cmd.valid & self.cmd.ready & ~ok, code),
+                     (answered & bus.bresp[1], DmaError.RESPONSE))      # SLVERR or DECERR
+        with m.If(running & ~aw_words.any() & ~w_words.any() & ~outstanding.any()):
+            m.d.sync += running.eq(0)
+        return m
+
+
+class Dma(wiring.Component):
+    """The accelerator's memory port: a read and a write engine sharing one AXI4 manager.
+
+    Read and write channels of AXI4 are independent, so the engines run concurrently. Both
+    check against the same window; each keeps its own sticky error.
+    """
+
+    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
+                 max_outstanding=4):
+        kwargs = dict(addr_width=addr_width, data_width=data_width, id_width=id_width,
+                      len_width=len_width, max_burst=max_burst, max_outstanding=max_outstanding)
+        self._reader = DmaRead(**kwargs)
+        self._writer = DmaWrite(**kwargs)
+        command = stream.Signature(DmaCommand(addr_width, len_width))
+        super().__init__({
+            "bus": Out(AXI4Signature(addr_width=addr_width, data_width=data_width,
+                                     id_width=id_width)),
+            "window_base": In(addr_width),
+            "window_size": In(addr_width + 1),
+            "clear": In(1),
+            "read_cmd": In(command),
+            "read_data": Out(stream.Signature(data_width)),
+            "read_busy": Out(1),
+            "read_error": Out(DmaError),
+            "write_cmd": In(command),
+            "write_data": In(stream.Signature(data_width)),
+            "write_busy": Out(1),
+            "write_error": Out(DmaError),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = reader = self._reader
+        m.submodules.writer = writer = self._writer
+        for engine, prefix in ((reader, "read"), (writer, "write")):
+            m.d.comb += [
+                engine.window_base.eq(self.window_base),
+                engine.window_size.eq(self.window_size),
+                engine.clear.eq(self.clear),
+                getattr(self, f"{prefix}_busy").eq(engine.busy),
+                getattr(self, f"{prefix}_error").eq(engine.error),
+            ]
+        wiring.connect(m, wiring.flipped(self.read_cmd), reader.cmd)
+        wiring.connect(m, reader.data, wiring.flipped(self.read_data))
+        wiring.connect(m, wiring.flipped(self.write_cmd), writer.cmd)
+        wiring.connect(m, wiring.flipped(self.write_data), writer.data)
+        for name in self.bus.signature.members:
+            channel = name[:2] if name[:2] in ("aw", "ar") else name[0]
+            engine = reader if channel in ("ar", "r") else writer
+            port, inner = getattr(self.bus, name), getattr(engine.bus, name)
+            if self.bus.signature.members[name].flow == Out:
+                m.d.comb += port.eq(inner)
+            else:
+                m.d.comb += inner.eq(port)
+        return m
