@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4Signature, Burst
 
-__all__ = ["DmaError", "DmaCommand", "DmaRead", "DmaWrite"]
+__all__ = ["DmaCommand", "DmaError", "DmaRead", "DmaWrite"]
 
 
 class DmaError(enum.Enum, shape=3):
@@ -239,8 +239,9 @@ class Dma(wiring.Component):
 
     def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
                  max_outstanding=4):
-        kwargs = dict(addr_width=addr_width, data_width=data_width, id_width=id_width,
-                      len_width=len_width, max_burst=max_burst, max_outstanding=max_outstanding)
+        kwargs = {"addr_width": addr_width, "data_width": data_width, "id_width": id_width,
+                  "len_width": len_width, "max_burst": max_burst,
+                  "max_outstanding": max_outstanding}
         self._reader = DmaRead(**kwargs)
         self._writer = DmaWrite(**kwargs)
         command = stream.Signature(DmaCommand(addr_width, len_width))

@@ -28,10 +28,11 @@ async def stream_get(ctx, stream, *, stall=0):
     return payload
 
 
-def run_simulation(dut, *testbenches, deadline_cycles=100_000, vcd=None):
+def run_simulation(dut, *testbenches, background=(), deadline_cycles=100_000, vcd=None):
     """Run ``testbenches`` (async functions of ``ctx``) against ``dut`` with a 1 MHz clock.
 
-    Fails with ``TimeoutError`` if they are not all done within ``deadline_cycles``.
+    ``background`` testbenches (monitors) run alongside and are dropped when the others are
+    done. Fails with ``TimeoutError`` if those are not all done within ``deadline_cycles``.
     """
     from amaranth.sim import Simulator
 
@@ -57,6 +58,8 @@ def run_simulation(dut, *testbenches, deadline_cycles=100_000, vcd=None):
     sim.add_testbench(watchdog)
     for bench in testbenches:
         sim.add_testbench(counted(bench))
+    for bench in background:
+        sim.add_testbench(bench, background=True)
     if vcd:
         with sim.write_vcd(vcd):
             sim.run()
