@@ -1,9 +1,11 @@
 """Stream helpers for Amaranth simulator testbenches (``sim.add_testbench``).
 
 They follow the transfer rules of ``amaranth.lib.stream``: a transfer happens on a clock edge
-where both ``valid`` and ``ready`` are high. Payloads are raw integers (``payload.as_value()``),
+where both ``valid`` and ``ready`` are high. Payloads are raw integers (``Value.cast(payload)``),
 so callers pack and unpack bits with the formats of ``rsaccel.hw``.
 """
+
+from amaranth import Value
 
 __all__ = ["run_simulation", "stream_get", "stream_put"]
 
@@ -11,7 +13,7 @@ __all__ = ["run_simulation", "stream_get", "stream_put"]
 async def stream_put(ctx, stream, payload, *, gap=0):
     """Offer ``payload`` on ``stream`` until it is taken, then idle ``gap`` cycles."""
     ctx.set(stream.valid, 1)
-    ctx.set(stream.payload.as_value(), payload)
+    ctx.set(Value.cast(stream.payload), payload)
     await ctx.tick().until(stream.ready)
     ctx.set(stream.valid, 0)
     if gap:
@@ -23,7 +25,7 @@ async def stream_get(ctx, stream, *, stall=0):
     if stall:
         await ctx.tick().repeat(stall)
     ctx.set(stream.ready, 1)
-    payload, = await ctx.tick().sample(stream.payload.as_value()).until(stream.valid)
+    payload, = await ctx.tick().sample(Value.cast(stream.payload)).until(stream.valid)
     ctx.set(stream.ready, 0)
     return payload
 
