@@ -7,7 +7,7 @@ Amaranth's flattened port names a bus called ``m_axi`` appears as ``m_axi__awadd
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Resp", "Burst", "AXI4Signature", "AXILiteSignature"]
+__all__ = ["AXI4Signature", "AXILiteSignature", "Burst", "Resp"]
 
 
 class Resp(enum.Enum, shape=2):

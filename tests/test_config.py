@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+
 from rsaccel import PRESETS, ArrayConfig, preset
 
 

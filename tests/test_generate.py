@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from rsaccel import preset
 from rsaccel.cli import main
 from rsaccel.generate import generate

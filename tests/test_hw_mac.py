@@ -3,6 +3,7 @@ tests/test_sim_mac.py."""
 
 import numpy as np
 import pytest
+
 from rsaccel.hw.mac import FMac, Fp32ToFp16
 from rsaccel.sim import vectors
 from rsaccel.sim.streams import run_simulation, stream_get, stream_put

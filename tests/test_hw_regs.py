@@ -4,6 +4,7 @@ file in Amaranth's simulator."""
 import runpy
 
 import pytest
+
 from rsaccel.hw.axi import Resp
 from rsaccel.hw.regs import Access, Field, Register, RegisterFile, RegisterMap
 from rsaccel.sim.streams import run_simulation

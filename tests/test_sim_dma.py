@@ -1,6 +1,7 @@
 """cocotb tests of the ``dma`` top (hw/dma.py) with cocotbext-axi memory: sim/bench_dma.py."""
 
 import pytest
+
 from rsaccel import preset
 from rsaccel.sim import runner
 from rsaccel.sim.tools import icarus_available

@@ -2,6 +2,7 @@
 against numpy float32 and SoftFloat, on Verilator and, when installed, Icarus."""
 
 import pytest
+
 from rsaccel import preset
 from rsaccel.sim import checks
 from rsaccel.sim.tools import icarus_available

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from rsaccel import preset, synth
 from rsaccel.cli import main
 from rsaccel.synth import format_report, synthesize
