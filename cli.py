@@ -70,6 +70,11 @@ def cmd_bench(args):
                                          seed=args.seed, relu=relu, softfloat=args.softfloat)
             _print_check(report, time.monotonic() - start)
             failed |= bool(report["mismatches"] or report["softfloat_mismatches"])
+    if args.what == "pe":
+        from .sim.pe_bench import format_utilization, run_utilization
+
+        print(format_utilization(run_utilization(config, simulator=args.simulator,
+                                                 seed=args.seed)))
     if args.what == "mac-depth":
         from .synth import format_report, synthesize
 
@@ -108,9 +113,10 @@ def main(argv=None):
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=["mac", "outcvt", "numerics", "mac-depth"],
+    p.add_argument("what", choices=["mac", "outcvt", "numerics", "mac-depth", "pe"],
                    help="mac/outcvt/numerics: vectors through the RTL against the references; "
-                        "mac-depth: ECP5 resources and fmax per MAC pipeline depth")
+                        "mac-depth: ECP5 resources and fmax per MAC pipeline depth; "
+                        "pe: MAC utilization of one PE fed without stalls")
     _add_config_args(p)
     p.add_argument("--count", type=int, default=1_000_000, help="random vectors (default 1M)")
     p.add_argument("--softfloat", type=int, default=None,

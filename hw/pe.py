@@ -1,0 +1,427 @@
+"""The Row-Stationary processing element: three scratchpads, one MAC and the 1D-convolution loop.
+
+The primitive
+-------------
+One PE runs one *primitive*: ``p`` filter rows by ``q`` channels, each of width ``S``, against
+``q`` ifmap rows of width ``W = (F - 1) * U + S`` (stride ``U``), giving ``p`` psum rows of width
+``F``. For each output column ``x`` and filter ``f`` it computes, in exactly this order (one
+binary32 rounding per MAC, :func:`rsaccel.sw.numerics.mac`)::
+
+    acc = psum_in[x][f] if use_psum_in else +0.0
+    for s in range(S):                  # filter column, outer
+        for c in range(q):              # channel, inner
+            acc = mac(w[f][c][s], ifmap[c][x * U + s], acc)
+    psum_out[x][f] = acc
+
+:mod:`rsaccel.sw.pe_model` is the bit-exact software model of this order. The hardware walks
+``(x, s, c, f)`` with ``f`` innermost, so consecutive MACs belong to different psums and a PE
+with ``p >= mac_stages`` issues one MAC per cycle; with fewer filters it waits for each psum to
+leave the MAC pipeline and stays exact.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .fp import FP16, FP32
+from .mac import FMac
+
+__all__ = ["PE", "PEConfig", "PEEvents", "pe_limits"]
+
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"PE {name} must be a positive integer, not {value!r}")
+    return value
+
+
+def pe_limits(*, filter_depth, ifmap_depth, psum_depth, max_width=4095):
+    """Return the largest ``S``, ``p``, ``q`` and ``F`` a PE of these sizes can be given.
+
+    ``S`` and ``q`` are bounded by both the ifmap (``q * S`` values) and the filter scratchpad
+    (``p * q * S`` values), ``p`` by both the psum and the filter scratchpad.
+    """
+    for name, value in (("filter_depth", filter_depth), ("ifmap_depth", ifmap_depth),
+                        ("psum_depth", psum_depth), ("max_width", max_width)):
+        _positive(name, value)
+    return {"S": min(filter_depth, ifmap_depth), "p": min(filter_depth, psum_depth),
+            "q": min(filter_depth, ifmap_depth), "F": max_width}
+
+
+def PEConfig(*, filter_depth, ifmap_depth, psum_depth, max_width=4095):
+    """Return the layout of one primitive's configuration for a PE of these sizes.
+
+    ``S``, ``p``, ``q`` and ``F`` are the plain counts (not minus one), each field just wide
+    enough for the largest count the PE can be given (:func:`pe_limits`); ``U`` is the stride,
+    1 to 15. ``load_filter`` loads ``p * q * S`` new weights first (0: keep the stationary
+    filter of the previous primitive, which had the same ``p``, ``q``, ``S``); ``use_psum_in``
+    starts each psum from ``psum_in`` rather than +0.
+    """
+    limits = pe_limits(filter_depth=filter_depth, ifmap_depth=ifmap_depth,
+                       psum_depth=psum_depth, max_width=max_width)
+    return data.StructLayout({
+        "S": unsigned(limits["S"].bit_length()),
+        "U": unsigned(4),
+        "p": unsigned(limits["p"].bit_length()),
+        "q": unsigned(limits["q"].bit_length()),
+        "F": unsigned(limits["F"].bit_length()),
+        "load_filter": 1,
+        "use_psum_in": 1,
+    })
+
+
+class PEEvents(data.Struct):
+    """Per-cycle strobes of one PE, for counters outside it (see :mod:`rsaccel.hw.counters`).
+
+    At most one of ``mac_busy``, ``stall_psum_in``, ``stall_dependency``, ``stall_output`` is
+    set in a cycle. ``stall_ifmap`` marks a cycle in which the issue stage could have taken the
+    next operation but its ifmap value had not arrived: the MAC idles one cycle later for it.
+    """
+    mac_busy: 1          # a MAC issued
+    stall_ifmap: 1       # the next operation waits for its ifmap value
+    stall_psum_in: 1     # a first term waits for psum_in
+    stall_dependency: 1  # a term waits for its psum, still in the MAC pipeline
+    stall_output: 1      # the MAC pipeline holds: a final psum waits for psum_out
+    filter_load: 1       # a cycle spent in filter load (a weight arrives or not)
+    filter_read: 1       # scratchpad accesses
+    filter_write: 1
+    ifmap_read: 1
+    ifmap_write: 1
+    psum_read: 1         # psum scratchpad read (not counted when bypassed from the MAC)
+    psum_write: 1
+
+
+def _index(count):
+    """Return a signal counting 0 to ``count - 1`` (at least one bit wide, for ``count == 1``)."""
+    return Signal(max(1, (count - 1).bit_length()), src_loc_at=1)
+
+
+def _onehot(index, width):
+    """Return a ``width``-bit mask with bit ``index`` set."""
+    return (Const(1, width) << index)[:width]
+
+
+def _bit(vector, index):
+    """Return bit ``index`` of ``vector`` (an AND-OR mux; Verilator flags the shift form)."""
+    return (vector & _onehot(index, len(vector))).any()
+
+
+class PE(wiring.Component):
+    """Row-Stationary processing element running one primitive per configuration.
+
+    Ports (``amaranth.lib.stream``; valid never waits on ready):
+
+    ``cfg`` : ``In(stream.Signature(PEConfig(...)))``
+        Accepted only while ``idle``; the PE then runs the whole primitive and is idle again
+        after its last psum has left through ``psum_out``.
+    ``filter_in`` : ``In(stream.Signature(FP16))``
+        With ``load_filter``: exactly ``p * q * S`` weights ``w[f][c][s]`` in address order
+        ``(s * q + c) * p + f``, before any MAC of the primitive.
+    ``ifmap_in`` : ``In(stream.Signature(FP16))``
+        Exactly ``W * q`` values, column by column (``c`` inner). Each enters once and is held
+        in the ifmap scratchpad until its last use; loading overlaps computing. When ``U > S``
+        the columns that no output uses are taken and dropped.
+    ``psum_in`` : ``In(stream.Signature(FP32))``
+        With ``use_psum_in``: exactly ``F * p`` values in ``(x, f)`` order, the initial
+        accumulators.
+    ``psum_out`` : ``Out(stream.Signature(FP32))``
+        Exactly ``F * p`` results in ``(x, f)`` order.
+    ``events`` : ``Out(PEEvents)``
+        Per-cycle strobes for performance counters.
+    ``idle`` : ``Out(1)``
+        No primitive running; ``cfg`` is ready.
+
+    Timing, fed and drained without stalls, from the ``cfg`` transfer to ``idle``:
+    ``(p*q*S if load_filter else 1) + F * per_x + mac_stages + 2`` cycles, where a filter load
+    takes ``p*q*S`` cycles (the ifmap loads meanwhile; without it, one cycle passes until the
+    first ifmap value is in) and each output column ``per_x = p*q*S`` cycles, one MAC per
+    cycle, when ``p >= mac_stages``; with fewer filters ``per_x = p + (q*S - 1) * mac_stages``,
+    as each ``(s, c)`` step waits for its psums to leave the MAC. Both hold when
+    ``U <= p * S``; otherwise ``ifmap_in`` (one value per cycle, ``U * q`` per column) limits.
+
+    Combinational paths: ``psum_in.ready`` and ``ifmap_in.ready`` depend on ``psum_out.ready``
+    (through the MAC pipeline's stall; ``ifmap_in`` may refill an entry in the cycle its last
+    use reads it). Every ``valid`` output depends on registers only.
+
+    Parameters
+    ----------
+    filter_depth, ifmap_depth : int
+        Scratchpad sizes in binary16 values.
+    psum_depth : int
+        Psum scratchpad size in binary32 values: the largest ``p``.
+    mac_stages : int
+        Pipeline depth of the MAC.
+    max_width : int
+        Largest output row width ``F``.
+    """
+
+    def __init__(self, *, filter_depth, ifmap_depth, psum_depth, mac_stages, max_width=4095):
+        self._limits = pe_limits(filter_depth=filter_depth, ifmap_depth=ifmap_depth,
+                                 psum_depth=psum_depth, max_width=max_width)
+        self._filter_depth = filter_depth
+        self._ifmap_depth = ifmap_depth
+        self._psum_depth = psum_depth
+        self._mac_stages = _positive("mac_stages", mac_stages)
+        self._max_width = max_width
+        self._config_layout = PEConfig(filter_depth=filter_depth, ifmap_depth=ifmap_depth,
+                                       psum_depth=psum_depth, max_width=max_width)
+        super().__init__({
+            "cfg": In(stream.Signature(self._config_layout)),
+            "filter_in": In(stream.Signature(FP16)),
+            "ifmap_in": In(stream.Signature(FP16)),
+            "psum_in": In(stream.Signature(FP32)),
+            "psum_out": Out(stream.Signature(FP32)),
+            "events": Out(PEEvents),
+            "idle": Out(1),
+        })
+
+    @property
+    def filter_depth(self):
+        return self._filter_depth
+
+    @property
+    def ifmap_depth(self):
+        return self._ifmap_depth
+
+    @property
+    def psum_depth(self):
+        return self._psum_depth
+
+    @property
+    def mac_stages(self):
+        return self._mac_stages
+
+    @property
+    def max_width(self):
+        return self._max_width
+
+    @property
+    def config_layout(self):
+        """The ``cfg`` payload layout, :func:`PEConfig` of this PE's sizes."""
+        return self._config_layout
+
+    @property
+    def limits(self):
+        """The largest ``S``, ``p``, ``q``, ``F`` (dict), as :func:`pe_limits`."""
+        return dict(self._limits)
+
+    def elaborate(self, platform):
+        m = Module()
+        lim = self._limits
+        f_bits = max(1, (self.psum_depth - 1).bit_length())
+        tag_bits = f_bits + 2                               # f, final, last
+
+        m.submodules.mac = mac = FMac(stages=self.mac_stages, tag_bits=tag_bits)
+        # A one-entry scratchpad is stored as two: Verilog has no zero-width address.
+        m.submodules.filter_spad = filter_spad = Memory(shape=16, depth=max(2, self.filter_depth),
+                                                        init=[])
+        m.submodules.ifmap_spad = ifmap_spad = Memory(shape=16, depth=max(2, self.ifmap_depth),
+                                                      init=[])
+        m.submodules.psum_spad = psum_spad = Memory(shape=32, depth=max(2, self.psum_depth),
+                                                    init=[])
+        f_wr = filter_spad.write_port()
+        f_rd = filter_spad.read_port()                      # synchronous: data in stage B
+        i_wr = ifmap_spad.write_port()
+        i_rd = ifmap_spad.read_port(domain="comb")
+        p_wr = psum_spad.write_port()
+        p_rd = psum_spad.read_port(domain="comb")
+
+        # Configuration of the running primitive, counts stored minus one.
+        S = Signal(range(lim["S"] + 1))
+        U = Signal(4)
+        S_m1 = _index(lim["S"])
+        p_m1 = _index(lim["p"])
+        q_m1 = _index(lim["q"])
+        F_m1 = _index(lim["F"])
+        qs_m1 = _index(self.ifmap_depth)                    # q * S - 1: ifmap entries used
+        use_psum = Signal()
+
+        # Stage A: loop counters, also the filter load's address counters.
+        x = _index(lim["F"])
+        s = _index(lim["S"])
+        c = _index(lim["q"])
+        f = _index(lim["p"])
+        f_addr = _index(self.filter_depth)
+        rd_addr = _index(self.ifmap_depth)                  # ((base(x) + s) mod S) * q + c
+        next_base = _index(self.ifmap_depth)                # base(x + 1) * q
+        a_run = Signal()                                    # operations left to issue
+        ivalid = Signal(self.ifmap_depth)                   # ifmap entry holds a needed value
+
+        # Stage B: one operation waiting to issue to the MAC; its weight is f_rd.data.
+        b_valid = Signal()
+        b_x = Signal(16)
+        b_f = Signal(f_bits)
+        b_first = Signal()
+        b_final = Signal()
+        b_last = Signal()
+        scoreboard = Signal(self.psum_depth)                # psum f is in the MAC pipeline
+
+        f_last = f == p_m1
+        c_last = c == q_m1
+        s_last = s == S_m1
+        x_last = x == F_m1
+        group_last = f_last & c_last & s_last
+
+        # MAC output: final psums leave, the others are written back.
+        o_tag = mac.o.payload.tag
+        o_f, o_final, o_last = o_tag[:f_bits], o_tag[f_bits], o_tag[f_bits + 1]
+        writeback = mac.o.valid & ~o_final
+        m.d.comb += [
+            mac.o.ready.eq(~o_final | self.psum_out.ready),
+            self.psum_out.valid.eq(mac.o.valid & o_final),
+            self.psum_out.payload.eq(mac.o.payload.sum),
+            p_wr.en.eq(writeback),
+            p_wr.addr.eq(o_f),
+            p_wr.data.eq(mac.o.payload.sum),
+        ]
+
+        # Stage B -> MAC. A non-first term needs its psum: from the scratchpad, or bypassed
+        # from the MAC output when it is being written back in this very cycle.
+        bypass = writeback & (o_f == b_f)
+        dep_ok = b_first | ~_bit(scoreboard, b_f) | bypass
+        psum_ok = ~(b_first & use_psum) | self.psum_in.valid
+        init = Mux(use_psum, self.psum_in.payload.as_value(), 0)
+        m.d.comb += [
+            p_rd.addr.eq(b_f),
+            mac.i.valid.eq(b_valid & dep_ok & psum_ok),
+            mac.i.payload.a.eq(f_rd.data),
+            mac.i.payload.b.eq(b_x),
+            mac.i.payload.c.eq(Mux(b_first, init,
+                                   Mux(bypass, mac.o.payload.sum.as_value(), p_rd.data))),
+            mac.i.payload.tag.eq(Cat(b_f, b_final, b_last)),
+            self.psum_in.ready.eq(b_valid & b_first & use_psum & mac.i.ready),
+        ]
+        issue = mac.i.valid & mac.i.ready
+
+        # Stage A -> B.
+        entry_valid = _bit(ivalid, rd_addr)
+        a_ready = ~b_valid | issue
+        a_fire = a_run & entry_valid & a_ready
+        last_use = (s < U) | x_last             # column x*U + s is not used by x + 1
+        free = a_fire & f_last & last_use
+        m.d.comb += [
+            i_rd.addr.eq(rd_addr),
+            f_rd.addr.eq(f_addr),
+            f_rd.en.eq(a_fire),
+        ]
+        with m.If(a_fire):
+            m.d.sync += [
+                b_x.eq(i_rd.data),
+                b_f.eq(f),
+                b_first.eq(~s.any() & ~c.any()),
+                b_final.eq(s_last & c_last),
+                b_last.eq(s_last & c_last & x_last & f_last),
+            ]
+        with m.If(a_ready):
+            m.d.sync += b_valid.eq(a_fire)
+
+        sb_set = Mux(issue & ~b_final, _onehot(b_f, self.psum_depth), 0)
+        sb_clr = Mux(writeback, _onehot(o_f, self.psum_depth), 0)
+        m.d.sync += scoreboard.eq((scoreboard & ~sb_clr) | sb_set)
+
+        # Ifmap loader: group 0 is the first S columns, groups 1..F-1 the U columns each
+        # output column adds; of those, columns no output uses (U > S) are dropped.
+        w_active = Signal()
+        w_group = _index(lim["F"])
+        w_col = Signal(range(max(lim["S"], 15)))
+        w_c = _index(lim["q"])
+        w_addr = _index(self.ifmap_depth)
+        first_group = ~w_group.any()
+        keep = first_group | (w_col + S >= U)
+        w_entry_free = ~_bit(ivalid, w_addr) | (free & (rd_addr == w_addr))
+        m.d.comb += self.ifmap_in.ready.eq(w_active & (~keep | w_entry_free))
+        w_take = self.ifmap_in.valid & self.ifmap_in.ready
+        w_write = w_take & keep
+        m.d.comb += [
+            i_wr.en.eq(w_write),
+            i_wr.addr.eq(w_addr),
+            i_wr.data.eq(self.ifmap_in.payload),
+        ]
+        iv_set = Mux(w_write, _onehot(w_addr, self.ifmap_depth), 0)
+        iv_clr = Mux(free, _onehot(rd_addr, self.ifmap_depth), 0)
+        with m.If(w_write):
+            m.d.sync += w_addr.eq(Mux(w_addr == qs_m1, 0, w_addr + 1))
+        with m.If(w_take):
+            m.d.sync += w_c.eq(w_c + 1)
+            with m.If(w_c == q_m1):
+                m.d.sync += [w_c.eq(0), w_col.eq(w_col + 1)]
+                with m.If(w_col == Mux(first_group, S_m1, U - 1)):
+                    m.d.sync += [w_col.eq(0), w_group.eq(w_group + 1)]
+                    with m.If(w_group == F_m1):
+                        m.d.sync += w_active.eq(0)
+
+        # Loop counters, advanced by a filter load transfer or by stage A.
+        load_take = Signal()
+        advance = load_take | a_fire
+        with m.If(advance):
+            m.d.sync += [f.eq(f + 1), f_addr.eq(f_addr + 1)]
+            with m.If(f_last):
+                m.d.sync += [f.eq(0), c.eq(c + 1)]
+                with m.If(c_last):
+                    m.d.sync += [c.eq(0), s.eq(s + 1)]
+                    with m.If(s_last):
+                        m.d.sync += [s.eq(0), f_addr.eq(0)]
+
+        # Ifmap read address: next entry per (s, c); base(x + 1) = base(x) + U (U < S) is the
+        # address seen at s == U, c == 0; with U >= S every output starts at entry 0.
+        capture = a_fire & (s == U) & ~c.any()
+        with m.If(capture):
+            m.d.sync += next_base.eq(rd_addr)
+        with m.If(a_fire & f_last):
+            m.d.sync += rd_addr.eq(Mux(rd_addr == qs_m1, 0, rd_addr + 1))
+            with m.If(c_last & s_last):
+                m.d.sync += rd_addr.eq(Mux(capture, rd_addr, next_base))
+        with m.If(a_fire & group_last):
+            m.d.sync += x.eq(x + 1)
+            with m.If(x_last):
+                m.d.sync += a_run.eq(0)
+
+        cfg = self.cfg.payload
+        m.d.comb += self.cfg.ready.eq(self.idle)
+        m.d.sync += ivalid.eq((ivalid & ~iv_clr) | iv_set)
+        # Idle -> (load) -> run -> idle; "run" lasts until the last psum has left.
+        loading = Signal()
+        running = Signal()
+        m.d.comb += self.idle.eq(~loading & ~running)
+        with m.If(self.cfg.valid & self.idle):
+            m.d.sync += [
+                S.eq(cfg.S), U.eq(cfg.U), S_m1.eq(cfg.S - 1), p_m1.eq(cfg.p - 1),
+                q_m1.eq(cfg.q - 1), F_m1.eq(cfg.F - 1), qs_m1.eq(cfg.q * cfg.S - 1),
+                use_psum.eq(cfg.use_psum_in),
+                x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0),
+                rd_addr.eq(0), next_base.eq(0),
+                w_active.eq(1), w_group.eq(0), w_col.eq(0), w_c.eq(0), w_addr.eq(0),
+                loading.eq(cfg.load_filter),
+                running.eq(~cfg.load_filter),
+                a_run.eq(~cfg.load_filter),
+            ]
+        m.d.comb += [
+            self.filter_in.ready.eq(loading),
+            load_take.eq(loading & self.filter_in.valid),
+            f_wr.en.eq(load_take),
+            f_wr.addr.eq(f_addr),
+            f_wr.data.eq(self.filter_in.payload),
+        ]
+        with m.If(load_take & group_last):
+            m.d.sync += [loading.eq(0), running.eq(1), a_run.eq(1)]
+        with m.If(self.psum_out.valid & self.psum_out.ready & o_last):
+            m.d.sync += running.eq(0)
+
+        ev = self.events
+        m.d.comb += [
+            ev.mac_busy.eq(issue),
+            ev.stall_ifmap.eq(a_run & ~entry_valid & a_ready),
+            ev.stall_psum_in.eq(b_valid & b_first & use_psum & ~self.psum_in.valid
+                                & mac.i.ready),
+            ev.stall_dependency.eq(b_valid & ~dep_ok & mac.i.ready),
+            ev.stall_output.eq(mac.o.valid & ~mac.o.ready),
+            ev.filter_load.eq(self.filter_in.ready),
+            ev.filter_write.eq(f_wr.en),
+            ev.filter_read.eq(a_fire),
+            ev.ifmap_read.eq(a_fire),
+            ev.ifmap_write.eq(w_write),
+            ev.psum_read.eq(issue & ~b_first & ~bypass),
+            ev.psum_write.eq(writeback),
+        ]
+        return m

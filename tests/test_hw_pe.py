@@ -1,0 +1,239 @@
+"""Tests of hw/pe.py in Amaranth's simulator, bit for bit against sw/pe_model.py; the cocotb runs
+on the generated Verilog are in tests/test_sim_pe.py."""
+
+import numpy as np
+import pytest
+
+from rsaccel.hw.pe import PE, PEConfig, pe_limits
+from rsaccel.sim.pe_bench import (
+    EVENT_NAMES,
+    Primitive,
+    expected_events,
+    primitive_cycles,
+    random_primitives,
+    random_values16,
+    stimulus,
+)
+from rsaccel.sim.streams import run_simulation, stream_get, stream_put
+from rsaccel.sw import pe_model
+
+TINY = {"filter_depth": 32, "ifmap_depth": 8, "psum_depth": 8}
+
+
+def simulate(pe, prims, *, gap=0.0, stall=0.0, seed=0):
+    """Run ``prims`` through ``pe`` with random input gaps and output stalls (rates).
+
+    Returns the psums, the expected psums, event totals, the cycle of each cfg transfer and
+    the first idle cycle after the last psum.
+    """
+    rng = np.random.default_rng(seed)
+    stim = stimulus(pe.config_layout, prims)
+    n_out = len(stim["expected"])
+    out, cfg_cycles = [], []
+    events = np.zeros(len(EVENT_NAMES), dtype=np.int64)
+    done = []
+
+    def delays(n, rate):
+        return np.where(rng.random(n) < rate, rng.integers(1, 5, n), 0) if rate else [0] * n
+
+    def producer(stream, words):
+        waits = delays(len(words) + 1, gap)
+
+        async def bench(ctx):
+            if waits[-1]:
+                await ctx.tick().repeat(int(waits[-1]))
+            for k, word in enumerate(words):
+                await stream_put(ctx, stream, int(word), gap=int(waits[k]))
+        return bench
+
+    stalls = delays(n_out, stall)
+
+    async def consumer(ctx):
+        for k in range(n_out):
+            out.append(await stream_get(ctx, pe.psum_out, stall=int(stalls[k])))
+
+    async def monitor(ctx):
+        cycle = 0
+        while True:
+            *_, ev, idle, valid, ready = await ctx.tick().sample(
+                pe.events.as_value(), pe.idle, pe.cfg.valid, pe.cfg.ready)
+            if len(out) == n_out and idle and len(cfg_cycles) == len(prims):
+                done.append(cycle)
+                return
+            if valid and ready:
+                cfg_cycles.append(cycle)
+            if ev:
+                events[:] += [(ev >> k) & 1 for k in range(len(EVENT_NAMES))]
+            cycle += 1
+
+    benches = [producer(pe.cfg, stim["cfg"]), producer(pe.filter_in, stim["filter"]),
+               producer(pe.ifmap_in, stim["ifmap"]), producer(pe.psum_in, stim["psum_in"]),
+               consumer, monitor]
+    deadline = 2000 + 30 * (int(stim["macs"]) + len(stim["ifmap"]) + len(stim["filter"]))
+    run_simulation(pe, *benches, deadline_cycles=deadline)
+    return {"out": np.array(out, dtype=np.uint32), "expected": stim["expected"],
+            "events": dict(zip(EVENT_NAMES, events.tolist())), "cfg_cycles": cfg_cycles,
+            "done": done[0]}
+
+
+def assert_exact(result):
+    out, want = result["out"], result["expected"]
+    assert len(out) == len(want)
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, (f"{bad.size} of {len(want)} psums differ, first #{bad[0]}: "
+                           f"got {out[bad[0]]:#010x}, want {want[bad[0]]:#010x}")
+
+
+def assert_event_totals(result, prims):
+    events = result["events"]
+    for name, value in expected_events(prims).items():
+        assert events[name] == value, name
+    psums = sum(prim.F * prim.p for prim in prims)
+    assert events["psum_read"] <= events["mac_busy"] - psums     # first terms read none
+    assert events["filter_load"] >= events["filter_write"]
+
+
+def make(prims_spec, rng, *, psum=False):
+    """Return primitives from ``(p, q, S, U, F, load)`` tuples (load False: reuse weights)."""
+    prims = []
+    for p, q, S, U, F, load in prims_spec:
+        weights = random_values16(rng, (p, q, S)) if load else prims[-1].weights
+        ifmap = random_values16(rng, (q, pe_model.ifmap_width(F, S, U)))
+        psum_in = (rng.normal(0, 8, (F, p)).astype(np.float32).view(np.uint32)
+                   if psum else None)
+        prims.append(Primitive(weights, ifmap, psum_in, U, load))
+    return prims
+
+
+SMALL = {"filter_depth": 96, "ifmap_depth": 12, "psum_depth": 16}
+EYERISS = {"filter_depth": 224, "ifmap_depth": 12, "psum_depth": 24}
+
+
+@pytest.mark.parametrize("sizes,mac_stages,gap,stall,seed,count", [
+    (TINY, 3, 0.3, 0.3, 1, 20),
+    (TINY, 1, 0.5, 0.0, 2, 20),
+    (TINY, 5, 0.0, 0.5, 3, 20),
+    (TINY, 2, 0.6, 0.6, 4, 20),
+    (SMALL, 3, 0.2, 0.2, 5, 16),
+    (EYERISS, 4, 0.3, 0.3, 6, 10),
+])
+def test_random_primitives_under_backpressure(sizes, mac_stages, gap, stall, seed, count):
+    """Back-to-back random primitives (filters reused or loaded, psum_in or not), every input
+    starved and the output refused at random: psums bit-exact, event totals exact."""
+    rng = np.random.default_rng(seed)
+    prims = random_primitives(rng, count, **sizes, max_F=5)
+    result = simulate(PE(**sizes, mac_stages=mac_stages), prims, gap=gap, stall=stall,
+                      seed=seed)
+    assert_exact(result)
+    assert_event_totals(result, prims)
+
+
+def test_edge_primitives():
+    """Smallest primitive, full scratchpads, stride above the filter width, reused filters."""
+    rng = np.random.default_rng(4)
+    spec = [
+        (1, 1, 1, 1, 1, True),      # one MAC
+        (1, 1, 1, 1, 9, True),      # one value per column, used once: loader in lockstep
+        (1, 1, 1, 4, 5, False),     # U > S: three of every four columns dropped
+        (4, 2, 4, 1, 3, True),      # p*q*S == filter depth, q*S == ifmap depth
+        (4, 2, 4, 3, 4, False),
+        (1, 8, 1, 2, 3, True),      # q*S == ifmap depth, S == 1
+        (8, 1, 4, 6, 3, True),      # p == psum depth, U > S
+        (2, 1, 8, 8, 2, True),      # S == ifmap depth, U == S
+        (2, 1, 8, 7, 2, False),
+    ]
+    for psum in (False, True):
+        prims = make(spec, rng, psum=psum)
+        for gap, stall, seed in ((0.0, 0.0, 0), (0.4, 0.4, 5)):
+            result = simulate(PE(**TINY, mac_stages=3), prims, gap=gap, stall=stall, seed=seed)
+            assert_exact(result)
+            assert_event_totals(result, prims)
+
+
+@pytest.mark.parametrize("mac_stages", [1, 2])
+def test_one_entry_scratchpads(mac_stages):
+    """Scratchpads of one entry each run 1x1x1 primitives of any stride and width."""
+    rng = np.random.default_rng(mac_stages)
+    prims = make([(1, 1, 1, 1, 4, True), (1, 1, 1, 3, 3, False), (1, 1, 1, 15, 2, True)],
+                 rng, psum=True)
+    pe = PE(filter_depth=1, ifmap_depth=1, psum_depth=1, mac_stages=mac_stages)
+    for gap, stall in ((0.0, 0.0), (0.5, 0.5)):
+        result = simulate(pe, prims, gap=gap, stall=stall, seed=mac_stages)
+        assert_exact(result)
+        assert_event_totals(result, prims)
+
+
+# (p, q, S, U, F): p >= mac_stages (one MAC per cycle) and below (waits for psums); all with
+# U <= p * S, so that one ifmap value per cycle keeps up (U == p * S in the last ones).
+FULL_RATE = [(3, 2, 3, 1, 6), (4, 1, 5, 2, 5), (8, 1, 3, 4, 4), (5, 3, 2, 1, 5), (3, 1, 1, 1, 8),
+             (3, 2, 1, 3, 5), (4, 1, 1, 4, 4)]
+SLOW = [(1, 2, 3, 1, 4), (2, 1, 4, 2, 3), (1, 1, 1, 1, 6), (2, 4, 1, 1, 3)]
+
+
+@pytest.mark.parametrize("cases,mac_stages", [(FULL_RATE, 3), (SLOW, 3), (FULL_RATE[:3], 2)])
+def test_throughput_unstalled(cases, mac_stages):
+    """Fed and drained without stalls, each primitive takes exactly ``primitive_cycles``: with
+    p >= mac_stages, ``p*q*S*F`` MAC cycles plus ``mac_stages + 2`` plus the filter load
+    (``p*q*S``) or one cycle for the first ifmap value to land."""
+    rng = np.random.default_rng(6)
+    spec = []
+    for p, q, S, U, F in cases:
+        spec += [(p, q, S, U, F, True), (p, q, S, U, F, False)]
+    prims = make(spec, rng, psum=True)
+    result = simulate(PE(**TINY, mac_stages=mac_stages), prims)
+    assert_exact(result)
+    assert_event_totals(result, prims)
+    spans = np.diff(result["cfg_cycles"] + [result["done"]])
+    want = [primitive_cycles(prim, mac_stages) for prim in prims]
+    assert list(spans) == want
+    events = result["events"]
+    assert events["stall_output"] == events["stall_psum_in"] == 0
+    assert events["stall_ifmap"] <= sum(not prim.load_filter for prim in prims)
+    if all(prim.p >= mac_stages for prim in prims):
+        assert events["stall_dependency"] == 0
+        for prim, span in zip(prims, spans):
+            overhead = span - prim.macs
+            assert overhead == mac_stages + 2 + (prim.p * prim.q * prim.S
+                                                 if prim.load_filter else 1)
+
+
+def test_software_check_rejects_what_the_pe_cannot_hold():
+    ok = {"p": 4, "q": 2, "S": 4, "U": 1, "F": 10}
+    pe_model.check_primitive(**ok, **TINY)
+    for change, match in [
+        ({"q": 3, "S": 3}, "ifmap scratchpad depth 8"),
+        ({"p": 5}, "filter scratchpad depth 32"),
+        ({"p": 9, "q": 1, "S": 1}, "psum scratchpad depth 8"),
+        ({"U": 16}, "stride U"),
+        ({"U": 0}, "U must be a positive"),
+        ({"F": 0}, "F must be a positive"),
+        ({"F": 4096}, "max_width 4095"),
+        ({"S": 0}, "S must be a positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            pe_model.check_primitive(**{**ok, **change}, **TINY)
+
+
+def test_config_layout_fits_the_limits():
+    layout = PEConfig(**TINY, max_width=100)
+    assert PE(**TINY, mac_stages=2, max_width=100).config_layout == layout
+    limits = pe_limits(**TINY, max_width=100)
+    assert limits == {"S": 8, "p": 8, "q": 8, "F": 100}
+    for name, value in limits.items():
+        assert layout.size and value < 2 ** layout[name].shape.width
+    assert layout["U"].shape.width == 4
+
+
+def test_constructor_checks_and_properties():
+    pe = PE(filter_depth=224, ifmap_depth=12, psum_depth=24, mac_stages=3)
+    assert (pe.filter_depth, pe.ifmap_depth, pe.psum_depth, pe.mac_stages, pe.max_width) == (
+        224, 12, 24, 3, 4095)
+    with pytest.raises(AttributeError):
+        pe.mac_stages = 4
+    for bad, match in [({"filter_depth": 0}, "filter_depth must be a positive integer, not 0"),
+                       ({"ifmap_depth": 1.5}, "ifmap_depth .* not 1.5"),
+                       ({"psum_depth": -1}, "psum_depth .* not -1"),
+                       ({"mac_stages": 0}, "mac_stages .* not 0"),
+                       ({"max_width": True}, "max_width .* not True")]:
+        with pytest.raises(ValueError, match=match):
+            PE(**{**TINY, "mac_stages": 3, **bad})
