@@ -29,7 +29,7 @@ class ArrayConfig:
     ifmap_spad_depth: int = 12
     psum_spad_depth: int = 24
     # MAC pipeline registers between operands in and sum out
-    mac_stages: int = 3
+    mac_stages: int = 6
     # Global buffer: ifmap/psum banks, split per layer, plus filter storage
     glb_banks: int = 25
     glb_bank_depth: int = 512

@@ -44,7 +44,8 @@ def test_pe_verilator_utilization_matches_prediction():
     for row in rows:
         assert row["correct"], row
         assert row["cycles"] == row["predicted"], row
-    assert rows[1]["utilization"] > 0.9
+    full_rate = [row for row in rows if row["p"] >= config.mac_stages]
+    assert full_rate and all(row["utilization"] > 0.9 for row in full_rate)
     text = pe_bench.format_utilization(rows)
     assert len(text.splitlines()) == len(cases) + 1
 
