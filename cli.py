@@ -39,6 +39,14 @@ def cmd_synth(args):
     print(f"wrote {report['report_path']}")
 
 
+def cmd_map(args):
+    from .sw.layers import layer
+    from .sw.mapper import format_mapping, map_layer, predict
+
+    mapping = map_layer(layer(args.layer, batch=args.batch), _config(args))
+    print(format_mapping(mapping, predict(mapping)))
+
+
 def _print_check(report, seconds):
     softfloat = (f"{report['softfloat_checked']} against SoftFloat, "
                  f"{report['softfloat_mismatches']} mismatches"
@@ -75,6 +83,10 @@ def cmd_bench(args):
 
         print(format_utilization(run_utilization(config, simulator=args.simulator,
                                                  seed=args.seed)))
+    if args.what == "noc":
+        from .sim.noc_bench import noc_benchmark
+
+        noc_benchmark(config, simulator=args.simulator, seed=args.seed)
     if args.what == "mac-depth":
         from .synth import format_report, synthesize
 
@@ -112,11 +124,19 @@ def main(argv=None):
     p.add_argument("-o", "--output", type=Path, default=Path("build/synth"))
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("map", help="map a layer onto the array; print the mapping and its "
+                                   "predicted cycles, accesses and energy")
+    _add_config_args(p)
+    p.add_argument("--layer", required=True, help="e.g. alexnet.conv3, vgg16.conv4_2")
+    p.add_argument("--batch", type=int, default=4)
+    p.set_defaults(func=cmd_map)
+
     p = sub.add_parser("bench", help="benchmarks that print figures")
-    p.add_argument("what", choices=["mac", "outcvt", "numerics", "mac-depth", "pe"],
+    p.add_argument("what", choices=["mac", "outcvt", "numerics", "mac-depth", "pe", "noc"],
                    help="mac/outcvt/numerics: vectors through the RTL against the references; "
                         "mac-depth: ECP5 resources and fmax per MAC pipeline depth; "
-                        "pe: MAC utilization of one PE fed without stalls")
+                        "pe: MAC utilization of one PE fed without stalls; "
+                        "noc: sustained packets per cycle per multicast pattern")
     _add_config_args(p)
     p.add_argument("--count", type=int, default=1_000_000, help="random vectors (default 1M)")
     p.add_argument("--softfloat", type=int, default=None,

@@ -40,6 +40,10 @@ class ArrayConfig:
     ifmap_bus_bits: int = 64
     psum_bus_bits: int = 64
     gon_bus_bits: int = 64
+    # Width of the NoC multicast tags and IDs (row and column each); the all-ones ID is the
+    # unused one. Eyeriss's AlexNet mappings need 5 (CONV2: 31 ifmap rows share one row
+    # group, sw/noc_ids.py); 6 leaves room for foldings that put more rows in a group.
+    noc_id_bits: int = 6
     # Host interfaces
     axi_data_bits: int = 64
     axi_addr_bits: int = 32
@@ -60,6 +64,7 @@ class ArrayConfig:
         "axi_addr_bits": (16, 64),
         "axi_id_bits": (1, 16),
         "axil_addr_bits": (8, 16),
+        "noc_id_bits": (1, 16),
     }
 
     def __post_init__(self):
@@ -82,6 +87,11 @@ class ArrayConfig:
             if not (_is_pow2(value) and elem <= value <= 1024):
                 raise ValueError(f"{name} must be a power of two from {elem} (one value) to "
                                  f"1024, not {value!r}")
+        need = max(self.rows, self.cols).bit_length()
+        if self.noc_id_bits < need:
+            raise ValueError(f"noc_id_bits must be at least {need} to give each of "
+                             f"{max(self.rows, self.cols)} rows or columns its own ID besides "
+                             f"the unused one, not {self.noc_id_bits!r}")
         if not self.name.isidentifier():
             raise ValueError(f"name must be an identifier, not {self.name!r}")
 

@@ -11,40 +11,13 @@ port sustains one word per cycle while its data is taken. Write ports take ``{ad
 zero) and sets the sticky ``error`` flag, cleared by ``clear``.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["GlobalBuffer", "RoundRobin", "WriteRequest"]
+from .plumbing import RoundRobin
 
-
-class RoundRobin(wiring.Component):
-    """Grant one of ``count`` requests per cycle, searching from just after the last grant.
-
-    ``grant`` is one-hot, or zero without requests; it depends on ``requests`` and state only.
-    The search start moves past a grant when ``advance`` is high (the grant was used).
-    """
-
-    def __init__(self, count):
-        if not isinstance(count, int) or count < 1:
-            raise ValueError(f"round-robin count must be a positive integer, not {count!r}")
-        self._count = count
-        super().__init__({"requests": In(count), "grant": Out(count), "advance": In(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self._count
-        last = Signal(range(n), init=n - 1)
-        above = Signal(n)           # requests after the last grant
-        m.d.comb += above.eq(self.requests & ~((Const(2, n + 1) << last) - 1)[:n])
-        pool = Signal(n)
-        m.d.comb += pool.eq(Mux(above.any(), above, self.requests))
-        m.d.comb += self.grant.eq(pool & (~pool + 1)[:n])        # lowest set bit
-        with m.If(self.advance & self.requests.any()):
-            for k in range(n):
-                with m.If(self.grant[k]):
-                    m.d.sync += last.eq(k)
-        return m
+__all__ = ["GlobalBuffer", "WriteRequest"]
 
 
 def WriteRequest(addr_width, word_bits):

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .fp import FP16, FP32
 from .mac import FMac
 
-__all__ = ["PE", "PEConfig", "PEEvents", "pe_limits"]
+__all__ = ["PE", "PEConfig", "PEEvents", "PsumOut", "pe_limits"]
 
 
 def _positive(name, value):
@@ -69,6 +69,12 @@ def PEConfig(*, filter_depth, ifmap_depth, psum_depth, max_width=4095):
         "load_filter": 1,
         "use_psum_in": 1,
     })
+
+
+class PsumOut(data.Struct):
+    """A psum leaving a PE: ``last`` marks the final psum of its primitive."""
+    data: FP32
+    last: 1
 
 
 class PEEvents(data.Struct):
@@ -125,8 +131,8 @@ class PE(wiring.Component):
     ``psum_in`` : ``In(stream.Signature(FP32))``
         With ``use_psum_in``: exactly ``F * p`` values in ``(x, f)`` order, the initial
         accumulators.
-    ``psum_out`` : ``Out(stream.Signature(FP32))``
-        Exactly ``F * p`` results in ``(x, f)`` order.
+    ``psum_out`` : ``Out(stream.Signature(PsumOut))``
+        Exactly ``F * p`` results in ``(x, f)`` order, the last one marked ``last``.
     ``events`` : ``Out(PEEvents)``
         Per-cycle strobes for performance counters.
     ``idle`` : ``Out(1)``
@@ -171,7 +177,7 @@ class PE(wiring.Component):
             "filter_in": In(stream.Signature(FP16)),
             "ifmap_in": In(stream.Signature(FP16)),
             "psum_in": In(stream.Signature(FP32)),
-            "psum_out": Out(stream.Signature(FP32)),
+            "psum_out": Out(stream.Signature(PsumOut)),
             "events": Out(PEEvents),
             "idle": Out(1),
         })
@@ -270,7 +276,8 @@ class PE(wiring.Component):
         m.d.comb += [
             mac.o.ready.eq(~o_final | self.psum_out.ready),
             self.psum_out.valid.eq(mac.o.valid & o_final),
-            self.psum_out.payload.eq(mac.o.payload.sum),
+            self.psum_out.payload.data.eq(mac.o.payload.sum),
+            self.psum_out.payload.last.eq(o_last),
             p_wr.en.eq(writeback),
             p_wr.addr.eq(o_f),
             p_wr.data.eq(mac.o.payload.sum),

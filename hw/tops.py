@@ -2,6 +2,7 @@
 
 from .dma import Dma
 from .mac import FMac, Fp32ToFp16
+from .noc import NocTop
 from .pe import PE
 
 __all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
@@ -12,6 +13,7 @@ TOPS = {
     "outcvt": lambda config: Fp32ToFp16(),
     "dma": lambda config: Dma(addr_width=config.axi_addr_bits, data_width=config.axi_data_bits,
                               id_width=config.axi_id_bits),
+    "noc": lambda config: NocTop(config),
     "pe": lambda config: PE(filter_depth=config.filter_spad_depth,
                             ifmap_depth=config.ifmap_spad_depth,
                             psum_depth=config.psum_spad_depth, mac_stages=config.mac_stages),

@@ -99,6 +99,6 @@ async def run_primitives(dut):
         if bits:
             events += [(bits >> k) & 1 for k in range(len(EVENT_NAMES))]
 
-    np.savez(os.environ["PE_OUT"], out=np.array(out, dtype=np.uint32), events=events,
+    np.savez(os.environ["PE_OUT"], out=np.array(out, dtype=np.uint64), events=events,
              cfg_cycles=np.array(cfg_cycles, dtype=np.int64), done_cycle=done_cycle,
              cycles=cycle)

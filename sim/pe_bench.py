@@ -124,7 +124,8 @@ def stimulus(layout, prims):
     """Return the words each PE stream carries for ``prims``, and the expected outputs.
 
     ``layout`` is the PE's ``cfg`` layout (``PE.config_layout``). Returns a dict of numpy arrays:
-    ``cfg`` (uint64), ``filter`` and ``ifmap`` (uint16), ``psum_in`` and ``expected`` (uint32),
+    ``cfg`` (uint64), ``filter`` and ``ifmap`` (uint16), ``psum_in`` (uint32), ``expected``
+    (uint64 ``psum_out`` words: the psum, and ``last`` at bit 32 on each primitive's final one),
     and ``macs``, their total.
     """
     cfg, filt, ifmap, psum_in, expected = [], [], [], [], []
@@ -138,14 +139,16 @@ def stimulus(layout, prims):
         ifmap.append(prim.ifmap.T.ravel())                          # column by column
         if prim.psum_in is not None:
             psum_in.append(prim.psum_in.ravel())                    # (x, f)
-        expected.append(prim.expected().ravel())
+        words = prim.expected().ravel().astype(np.uint64)
+        words[-1] |= np.uint64(1 << 32)                             # last
+        expected.append(words)
 
     def join(parts, dtype):
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
     return {"cfg": np.array(cfg, dtype=np.uint64), "filter": join(filt, np.uint16),
             "ifmap": join(ifmap, np.uint16), "psum_in": join(psum_in, np.uint32),
-            "expected": join(expected, np.uint32),
+            "expected": join(expected, np.uint64),
             "macs": np.int64(sum(prim.macs for prim in prims))}
 
 
@@ -186,7 +189,7 @@ def run_cocotb(config, prims, *, simulator="verilator", gap=0.0, stall=0.0, seed
     """Run ``prims`` through the ``pe`` top of ``config`` in cocotb (``sim/bench_pe.py``).
 
     Inputs are offered after random gaps (rate ``gap``) and outputs refused at random (rate
-    ``stall``). Returns a dict: ``out`` (uint32 psums in order), ``expected``, ``events``
+    ``stall``). Returns a dict: ``out`` (``psum_out`` words in order, as ``expected``), ``events``
     (totals per strobe), ``cfg_cycles`` (cycle of each ``cfg`` transfer), ``done_cycle``
     (first idle cycle after the last output) and ``cycles``.
     """
@@ -202,7 +205,7 @@ def run_cocotb(config, prims, *, simulator="verilator", gap=0.0, stall=0.0, seed
         "PE_STALL": str(stall), "PE_SEED": str(seed)})
     with np.load(result) as out:
         report = {
-            "out": out["out"].astype(np.uint32),
+            "out": out["out"].astype(np.uint64),
             "expected": stim["expected"],
             "events": dict(zip(EVENT_NAMES, (int(v) for v in out["events"]))),
             "cfg_cycles": out["cfg_cycles"].astype(np.int64),

@@ -19,6 +19,13 @@ def test_presets():
     assert preset("tiny").num_pes < preset("small").num_pes < eyeriss.num_pes
 
 
+def test_noc_id_bits_names_every_row_and_column():
+    assert preset("eyeriss").noc_id_bits == 6
+    assert preset("tiny").replace(rows=7, cols=7, noc_id_bits=3).noc_id_bits == 3
+    with pytest.raises(ValueError, match="noc_id_bits must be at least 4"):
+        preset("tiny").replace(cols=15, noc_id_bits=3)
+
+
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         preset("tiny").rows = 3
@@ -33,6 +40,8 @@ def test_frozen():
     ("glb_word_bits", 16, "glb_word_bits must be a power of two"),
     ("psum_bus_bits", 16, "psum_bus_bits must be a power of two from 32"),
     ("name", "no spaces", "name must be an identifier"),
+    ("noc_id_bits", 0, "noc_id_bits must be between 1 and 16, not 0"),
+    ("noc_id_bits", 3, "noc_id_bits must be at least 4 to give each of 8 rows or columns"),
 ])
 def test_rejects_impossible_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -4,7 +4,8 @@ under random backpressure, throughput, fairness, and refused addresses."""
 import numpy as np
 import pytest
 
-from rsaccel.hw.glb import GlobalBuffer, RoundRobin
+from rsaccel.hw.glb import GlobalBuffer
+from rsaccel.hw.plumbing import RoundRobin
 from rsaccel.sim.streams import run_simulation, stream_get, stream_put
 
 

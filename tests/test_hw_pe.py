@@ -71,7 +71,7 @@ def simulate(pe, prims, *, gap=0.0, stall=0.0, seed=0):
                consumer, monitor]
     deadline = 2000 + 30 * (int(stim["macs"]) + len(stim["ifmap"]) + len(stim["filter"]))
     run_simulation(pe, *benches, deadline_cycles=deadline)
-    return {"out": np.array(out, dtype=np.uint32), "expected": stim["expected"],
+    return {"out": np.array(out, dtype=np.uint64), "expected": stim["expected"],
             "events": dict(zip(EVENT_NAMES, events.tolist())), "cfg_cycles": cfg_cycles,
             "done": done[0]}
 

@@ -1,0 +1,224 @@
+"""Tests of sw/mapper.py: legal mappings, pass coverage and order, the cost model, the search."""
+
+from collections import defaultdict
+
+import pytest
+
+from rsaccel.config import preset
+from rsaccel.sw import mapper
+from rsaccel.sw.layers import Conv2d, layer, linear, network
+from rsaccel.sw.mapper import CostModel, make_mapping, map_layer, predict
+from rsaccel.sw.noc_ids import noc_map, rs_placement
+
+EYERISS = preset("eyeriss")
+
+
+def covered_terms(m):
+    """Return ``{(group, image, row, filter, strip): [(c, i, s), ...]}`` in pass order."""
+    lay = m.layer
+    terms = defaultdict(list)
+    for ps in m.passes():
+        step_terms = list(ps.step.terms())
+        for unit in ps.units:
+            n, e = divmod(unit, lay.E)
+            for f in ps.filters:
+                terms[ps.group, n, e, f, ps.out_cols.start] += step_terms
+    return terms
+
+
+def check_coverage(m):
+    """Every output gets every term exactly once, in the order term_order() documents."""
+    lay = m.layer
+    order = [tuple(t) for t in m.term_order().tolist()]
+    assert sorted(order) == [(c, i, s) for c in range(lay.Cg) for i in range(lay.R)
+                             for s in range(lay.S)]
+    terms = covered_terms(m)
+    assert len(terms) == lay.groups * lay.N * lay.E * lay.Mg * m.out_strips
+    strips = sorted({ps.out_cols for ps in m.passes()}, key=lambda r: r.start)
+    assert [c for cols in strips for c in cols] == list(range(lay.F))
+    assert all(seq == order for seq in terms.values())
+
+
+@pytest.mark.parametrize("name, util", [("alexnet.conv1", 0.76), ("alexnet.conv2", 0.68),
+                                        ("alexnet.conv3", 0.82), ("alexnet.conv4", 0.84),
+                                        ("alexnet.conv5", 0.89)])
+def test_alexnet_beats_eyeriss(name, util):
+    """DESIGN.md's goal: at least Eyeriss's MAC utilization, and 90% active PEs, at batch 4."""
+    m = map_layer(layer(name, batch=4), EYERISS)
+    pred = predict(m)
+    assert pred["utilization"] >= util
+    assert pred["utilization"] > 0.85
+    assert pred["active_pes"] >= 0.9 * EYERISS.num_pes
+    m.check_noc()
+    sets, segments = m.placement
+    noc_map(EYERISS, sets, segments)
+
+
+def test_every_network_layer_maps():
+    """Every AlexNet and VGG-16 layer (FC ones too) maps on the Eyeriss and small arrays."""
+    for config in (EYERISS, preset("small")):
+        names = [lay.name for lay in network("alexnet")] + ["vgg16.conv1_1", "vgg16.conv3_2",
+                                                            "vgg16.conv5_1", "vgg16.fc7"]
+        for name in names:
+            lay = layer(name, batch=4)
+            pred = predict(map_layer(lay, config))
+            assert 0 < pred["utilization"] <= 1
+            assert pred["cycles"] >= lay.macs / config.num_pes
+
+
+@pytest.mark.parametrize("lay, config", [
+    (Conv2d("tall", 2, 3, 4, 12, 9, 7, 2, padding=1), "tiny"),           # R > rows
+    (Conv2d("wide", 1, 2, 3, 6, 20, 2, 13, stride=2), "tiny"),           # S > ifmap spad
+    (Conv2d("big", 1, 1, 2, 24, 24, 20, 20), "tiny"),                   # both
+    (Conv2d("grouped", 3, 6, 4, 7, 7, 3, 3, stride=2, padding=1, groups=2), "tiny"),
+    (Conv2d("deep", 2, 40, 5, 5, 5, 3, 3, padding=1), "small"),
+    (linear("fc", 5, 30, 7), "tiny"),
+    (Conv2d("f5000", 1, 2, 2, 1, 5000, 1, 1), "eyeriss"),             # F > the PE's 4095
+    (Conv2d("f2000", 1, 1, 2, 2, 2000, 1, 3), "tiny"),                # rows > the GLB
+])
+def test_search_splits_what_does_not_fit(lay, config):
+    config = preset(config)
+    m = map_layer(lay, config)
+    assert all(c.height * c.r <= config.rows for c in m.row_chunks)
+    assert all(w * m.q <= config.ifmap_spad_depth for _, w in m.col_chunks)
+    assert m.p * m.q * max(w for _, w in m.col_chunks) <= config.filter_spad_depth
+    if lay.R > config.rows:
+        assert len(m.row_chunks) > 1
+    if lay.S > config.ifmap_spad_depth:
+        assert len(m.col_chunks) > 1
+    if lay.F >= 2000:
+        assert m.out_strips > 1 and max(len(c) for c in m.strips) <= mapper.MAX_WIDTH
+    m.check_noc()
+    check_coverage(m)
+
+
+@pytest.mark.parametrize("kw", [
+    {"p": 2, "q": 2, "t": 2, "rows": (2, 1, 2, 2), "r": (1, 3, 1, 1), "col_width": 2},
+    {"p": 3, "q": 1, "t": 1, "rows": 3, "r": 1, "pack": "flat", "tile_units": 5},
+    {"p": 1, "q": 3, "t": 3, "rows": 1, "r": 3, "ifmap_resident": "tile"},
+    {"p": 2, "q": 1, "t": 2, "rows": 2, "r": 1, "out_strips": 3},
+])
+def test_passes_cover_every_term_once_in_order(kw):
+    lay = Conv2d("x", 2, 6, 6, 9, 8, 7, 5, stride=2, padding=2, groups=2)
+    m = make_mapping(lay, preset("tiny"), **kw)
+    check_coverage(m)
+    m.check_noc()
+    first = next(m.passes())
+    assert first.first and first.load_filters and first.index == 0
+    assert first.images == (0,) and first.channels == first.step.channels
+    assert first.filter_rows == m.row_chunks[0].rows and first.filter_cols.start == 0
+    assert sum(1 for _ in m.passes()) == predict(m)["passes"]
+
+
+def test_accumulation_order_is_documented():
+    """Row chunk, then column chunk, then channel block; sets up the chain; i; s outer; c in."""
+    lay = Conv2d("x", 1, 5, 1, 6, 6, 3, 4)
+    m = make_mapping(lay, preset("tiny"), p=1, q=2, rows=(2, 1), r=(1, 3), col_width=3)
+    assert [len(s.channel_sets) for s in m.steps] == [1, 1, 1, 1, 1, 1, 3, 3]
+    first = m.steps[0]
+    assert (first.rows, first.cols, first.channel_sets) == (range(2), range(2),
+                                                            (range(2),))
+    assert [tuple(t) for t in m.term_order()[:8].tolist()] == [
+        (0, 0, 0), (1, 0, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (1, 1, 0), (0, 1, 1), (1, 1, 1)]
+    last = m.steps[-1]
+    assert last.rows == range(2, 3) and last.cols == range(2, 4)
+    assert last.channel_sets == (range(2), range(2, 4), range(4, 5))
+
+
+def test_eyeriss_own_mappings_are_legal():
+    """DESIGN.md's Eyeriss AlexNet mappings, and their placements, as the mapper builds them."""
+    cases = {"alexnet.conv1": {"p": 16, "q": 1, "t": 2},
+             "alexnet.conv2": {"p": 16, "q": 2, "t": 1},
+             "alexnet.conv3": {"p": 16, "q": 4, "t": 4},
+             "alexnet.conv4": {"p": 16, "q": 3, "t": 2, "r": 2},
+             "alexnet.conv5": {"p": 16, "q": 3, "t": 2, "r": 2}}
+    for name, kw in cases.items():
+        lay = layer(name, batch=4)
+        m = make_mapping(lay, EYERISS, **kw)
+        m.check_noc()
+        sets, segments = m.placement
+        assert {s.height for s in sets} == {lay.R}
+        assert predict(m)["utilization"] > 0.3
+    # CONV3: four 3 x 13 sets stacked, as rs_placement (Eyeriss's own) places them.
+    m = make_mapping(layer("alexnet.conv3", batch=4), EYERISS, p=16, q=4, t=4)
+    sets, segments = m.placement
+    ref_sets, ref_segments = rs_placement(EYERISS, R=3, e=13, t=4)
+    assert [(s.height, s.width, s.out) for s in sets] == \
+        [(s.height, s.width, s.out) for s in ref_sets]
+    assert segments == tuple(ref_segments)
+    assert m.numbers() == {"n": 1, "p": 16, "q": 4, "e": 13, "r": 1, "t": 4, "u": 13}
+
+
+def test_predict_accounting():
+    lay = layer("alexnet.conv4", batch=4)
+    m = make_mapping(lay, EYERISS, p=16, q=4, t=1, r=4)
+    pred = predict(m)
+    assert pred["macs"] == lay.macs
+    assert pred["utilization"] == pytest.approx(lay.macs / (EYERISS.num_pes * pred["cycles"]))
+    assert pred["dram"]["output"] == lay.N * lay.M * lay.E * lay.F * 2
+    filters = lay.M * lay.Cg * lay.R * lay.S * 2
+    assert pred["dram"]["filter"] == len(m.tiles) * filters
+    assert pred["dram_bytes"] == sum(v for k, v in pred["dram"].items() if k != "total")
+    assert pred["dram_cycles"] == pytest.approx(pred["dram_bytes"] / 8, abs=1)
+    assert pred["energy"]["total"] == pytest.approx(
+        sum(v for k, v in pred["energy"].items() if k != "total"))
+    assert pred["energy"]["mac"] == lay.macs
+    assert pred["spad"]["reads"] >= 3 * lay.macs
+    assert pred["noc"]["GON"] == lay.N * lay.M * lay.E * lay.F * len(list(m.steps))
+    assert sum(pred["breakdown"].values()) == pytest.approx(pred["cycles"], rel=1e-6)
+    assert pred["active_pes"] == 13 * 12
+    assert mapper.format_mapping(m, pred).count("\n") > 10
+
+
+def test_cost_model_parameters():
+    m = map_layer(layer("alexnet.conv2", batch=4), EYERISS)
+    base = predict(m)
+    assert predict(m, EYERISS) == base
+    assert predict(m, model=CostModel(dram_overlap=False))["cycles"] > base["cycles"]
+    assert predict(m, model=CostModel(fill="run"))["cycles"] >= base["cycles"]
+    assert predict(m, model=CostModel(dram_bytes_per_cycle=0.5))["bound"] == "DRAM"
+    assert predict(m, model=CostModel(output_bytes=4))["dram"]["output"] == \
+        2 * base["dram"]["output"]
+    with pytest.raises(ValueError, match="CostModel.fill must be"):
+        predict(m, model=CostModel(fill="never"))
+    with pytest.raises(ValueError, match="config 'small' is not the one"):
+        predict(m, preset("small"))
+
+
+def test_objectives_and_mac_pipeline():
+    lay = layer("alexnet.conv5", batch=4)
+    fast = map_layer(lay, EYERISS)
+    lean = map_layer(lay, EYERISS, objective="dram")
+    assert predict(lean)["dram_bytes"] <= predict(fast)["dram_bytes"]
+    assert predict(fast)["cycles"] <= predict(lean)["cycles"]
+    assert fast.p >= EYERISS.mac_stages
+    with pytest.raises(ValueError, match="objective must be one of"):
+        map_layer(lay, EYERISS, objective="area")
+
+
+@pytest.mark.parametrize("lay, config, message", [
+    (Conv2d("s16", 1, 1, 1, 40, 40, 3, 3, stride=16), "eyeriss",
+     "stride 16 exceeds the PE's largest stride 15"),
+    (Conv2d("row", 1, 1, 1, 1, 20, 1, 1), "tiny1",
+     "GLB's 1 banks of 1024 bytes cannot hold the psums of one output row"),
+])
+def test_says_why_a_layer_cannot_run(lay, config, message):
+    config = preset("tiny").replace(glb_banks=1) if config == "tiny1" else preset(config)
+    with pytest.raises(ValueError, match=message):
+        map_layer(lay, config)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"p": 2, "q": 3, "rows": 3, "col_width": 5}, r"q \* S = 15 ifmap values .* exceed the ifmap scratchpad"),
+    ({"p": 9, "q": 1, "rows": 3, "col_width": 3}, "exceed the psum scratchpad depth 8"),
+    ({"p": 1, "q": 1, "rows": 3, "r": 2}, "needs 6 PE rows, more than the array's 3"),
+    ({"p": 1, "q": 1, "t": 5, "rows": 3}, "t = 5 filter sub-blocks do not fit the 4 columns"),
+    ({"p": 1, "q": 1, "rows": (2, 2)}, "row chunks cover 4 filter rows, not R = 3"),
+    ({"p": 1, "q": 7}, "q = 7 exceeds the 6 channels of a group"),
+    ({"p": 1, "q": 1, "pack": "zigzag"}, "pack must be one of image, flat"),
+    ({"p": 1, "q": 1, "ifmap_resident": "dram"}, "ifmap_resident must be 'pass' or 'tile'"),
+])
+def test_make_mapping_names_the_limit(kw, message):
+    lay = Conv2d("x", 1, 6, 10, 8, 8, 3, 5)
+    with pytest.raises(ValueError, match=message):
+        make_mapping(lay, preset("tiny"), **kw)
