@@ -29,10 +29,15 @@ def DmaCommand(addr_width, len_width):
 
 
 class _Engine(wiring.Component):
-    """What the read and write engines share: checks, burst splitting, status."""
+    """What the read and write engines share: checks, burst splitting, status.
 
-    def __init__(self, members, *, addr_width, data_width, id_width, len_width, max_burst,
-                 max_outstanding):
+    ``data`` flows out of a read engine and into a write engine (``_DATA_FLOW``).
+    """
+
+    _DATA_FLOW = None
+
+    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
+                 max_outstanding=4):
         if max_burst not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
             raise ValueError(f"max_burst must be a power of two from 1 to 256, not {max_burst!r}")
         if not isinstance(max_outstanding, int) or not 1 <= max_outstanding <= 64:
@@ -51,7 +56,7 @@ class _Engine(wiring.Component):
             "busy": Out(1),
             "error": Out(DmaError),
             "clear": In(1),
-            **members,
+            "data": self._DATA_FLOW(stream.Signature(data_width)),
         })
 
     @property
@@ -121,11 +126,7 @@ class DmaRead(_Engine):
     bursts are in flight; data leaves in address order. A refused command streams nothing.
     """
 
-    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
-                 max_outstanding=4):
-        super().__init__({"data": Out(stream.Signature(data_width))}, addr_width=addr_width,
-                         data_width=data_width, id_width=id_width, len_width=len_width,
-                         max_burst=max_burst, max_outstanding=max_outstanding)
+    _DATA_FLOW = Out
 
     def elaborate(self, platform):
         m = Module()
@@ -172,11 +173,7 @@ class DmaWrite(_Engine):
     command takes nothing from ``data``.
     """
 
-    def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
-                 max_outstanding=4):
-        super().__init__({"data": In(stream.Signature(data_width))}, addr_width=addr_width,
-                         data_width=data_width, id_width=id_width, len_width=len_width,
-                         max_burst=max_burst, max_outstanding=max_outstanding)
+    _DATA_FLOW = In
 
     def elaborate(self, platform):
         m = Module()
