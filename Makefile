@@ -26,7 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/rsaccel bench numerics --count 1000000
-	$(BIN)/rsaccel bench mac-depth --preset eyeriss --depths 1-6
+	$(BIN)/rsaccel bench mac-depth --preset eyeriss --depths 1-7
+	$(BIN)/rsaccel bench pe --preset eyeriss
+	$(BIN)/rsaccel bench noc --preset eyeriss
+	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
