@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fp import FP16, FP32
 from .mac import FMac
+from .plumbing import SkidBuffer
 
 __all__ = ["PE", "PEConfig", "PEEvents", "PsumOut", "pe_limits"]
 
@@ -139,16 +140,17 @@ class PE(wiring.Component):
         No primitive running; ``cfg`` is ready.
 
     Timing, fed and drained without stalls, from the ``cfg`` transfer to ``idle``:
-    ``(p*q*S if load_filter else 1) + F * per_x + mac_stages + 2`` cycles, where a filter load
+    ``(p*q*S if load_filter else 1) + F * per_x + mac_stages + 3`` cycles, where a filter load
     takes ``p*q*S`` cycles (the ifmap loads meanwhile; without it, one cycle passes until the
     first ifmap value is in) and each output column ``per_x = p*q*S`` cycles, one MAC per
     cycle, when ``p >= mac_stages``; with fewer filters ``per_x = p + (q*S - 1) * mac_stages``,
     as each ``(s, c)`` step waits for its psums to leave the MAC. Both hold when
     ``U <= p * S``; otherwise ``ifmap_in`` (one value per cycle, ``U * q`` per column) limits.
 
-    Combinational paths: ``psum_in.ready`` and ``ifmap_in.ready`` depend on ``psum_out.ready``
-    (through the MAC pipeline's stall; ``ifmap_in`` may refill an entry in the cycle its last
-    use reads it). Every ``valid`` output depends on registers only.
+    Combinational paths: none from ``psum_out.ready`` to an input's ``ready`` (final psums
+    leave through a skid buffer), so PEs chained by local links add no path up a column.
+    ``ifmap_in`` may refill an entry in the cycle its last use reads it. Every ``valid``
+    output depends on registers only.
 
     Parameters
     ----------
@@ -219,6 +221,11 @@ class PE(wiring.Component):
         tag_bits = f_bits + 2                               # f, final, last
 
         m.submodules.mac = mac = FMac(stages=self.mac_stages, tag_bits=tag_bits)
+        # Final psums leave through a skid buffer, so that no input's ready depends on
+        # psum_out.ready: a column of PEs chained by local links has no combinational path
+        # from top to bottom.
+        m.submodules.out_skid = out_skid = SkidBuffer(PsumOut)
+        wiring.connect(m, out_skid.o, wiring.flipped(self.psum_out))
         # A one-entry scratchpad is stored as two: Verilog has no zero-width address.
         m.submodules.filter_spad = filter_spad = Memory(shape=16, depth=max(2, self.filter_depth),
                                                         init=[])
@@ -274,10 +281,10 @@ class PE(wiring.Component):
         o_f, o_final, o_last = o_tag[:f_bits], o_tag[f_bits], o_tag[f_bits + 1]
         writeback = mac.o.valid & ~o_final
         m.d.comb += [
-            mac.o.ready.eq(~o_final | self.psum_out.ready),
-            self.psum_out.valid.eq(mac.o.valid & o_final),
-            self.psum_out.payload.data.eq(mac.o.payload.sum),
-            self.psum_out.payload.last.eq(o_last),
+            mac.o.ready.eq(~o_final | out_skid.i.ready),
+            out_skid.i.valid.eq(mac.o.valid & o_final),
+            out_skid.i.payload.data.eq(mac.o.payload.sum),
+            out_skid.i.payload.last.eq(o_last),
             p_wr.en.eq(writeback),
             p_wr.addr.eq(o_f),
             p_wr.data.eq(mac.o.payload.sum),
@@ -412,7 +419,7 @@ class PE(wiring.Component):
         ]
         with m.If(load_take & group_last):
             m.d.sync += [loading.eq(0), running.eq(1), a_run.eq(1)]
-        with m.If(self.psum_out.valid & self.psum_out.ready & o_last):
+        with m.If(self.psum_out.valid & self.psum_out.ready & self.psum_out.payload.last):
             m.d.sync += running.eq(0)
 
         ev = self.events

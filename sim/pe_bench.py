@@ -181,7 +181,7 @@ def primitive_cycles(prim, mac_stages):
     p, q, S, F = prim.p, prim.q, prim.S, prim.F
     per_x = p * q * S if p >= mac_stages else p + (q * S - 1) * mac_stages
     start = p * q * S if prim.load_filter else 1
-    return start + F * per_x + mac_stages + 2
+    return start + F * per_x + mac_stages + 3
 
 
 def run_cocotb(config, prims, *, simulator="verilator", gap=0.0, stall=0.0, seed=0,

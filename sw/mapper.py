@@ -63,7 +63,7 @@ An analytic model, to be calibrated against the RTL controller (not built yet). 
   intake); a primitive ``F * per_x + mac_stages + 3``; a filter load ``p*q*S`` cycles, not
   overlapped with the PE's computing (one filter scratchpad).
 * ``CostModel.fill="reconfig"`` (default): every PE runs its own sequence of primitives as its
-  data arrive, the PE rows of a chain staggered by ``lag = per_x - p + mac_stages + 2`` (a
+  data arrive, the PE rows of a chain staggered by ``lag = per_x - p + mac_stages + 3`` (a
   stage starts a column when the one below has finished it). The chain fills,
   ``(r*h - 1) * lag``, only when the array drains, which is when the NoC is reprogrammed; the
   rows load their filters one after the other, so the filter GIN is a stream like the others.
@@ -960,7 +960,7 @@ def _evaluate(m, model):
             per_x = p_eff * qs if p_eff >= ms else p_eff + (qs - 1) * ms
             per_x = max(per_x, U * q_eff)
             t_prim = fs * per_x + ms + 3
-            lag = max(per_x - p_eff, 0) + ms + 2
+            lag = max(per_x - p_eff, 0) + ms + 3
             fill = (D - 1) * lag
             geo_fill = max(geo_fill, fill)
             fvals = nf * nc * h * sw

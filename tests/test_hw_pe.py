@@ -173,7 +173,7 @@ SLOW = [(1, 2, 3, 1, 4), (2, 1, 4, 2, 3), (1, 1, 1, 1, 6), (2, 4, 1, 1, 3)]
 @pytest.mark.parametrize("cases,mac_stages", [(FULL_RATE, 3), (SLOW, 3), (FULL_RATE[:3], 2)])
 def test_throughput_unstalled(cases, mac_stages):
     """Fed and drained without stalls, each primitive takes exactly ``primitive_cycles``: with
-    p >= mac_stages, ``p*q*S*F`` MAC cycles plus ``mac_stages + 2`` plus the filter load
+    p >= mac_stages, ``p*q*S*F`` MAC cycles plus ``mac_stages + 3`` plus the filter load
     (``p*q*S``) or one cycle for the first ifmap value to land."""
     rng = np.random.default_rng(6)
     spec = []
@@ -193,7 +193,7 @@ def test_throughput_unstalled(cases, mac_stages):
         assert events["stall_dependency"] == 0
         for prim, span in zip(prims, spans):
             overhead = span - prim.macs
-            assert overhead == mac_stages + 2 + (prim.p * prim.q * prim.S
+            assert overhead == mac_stages + 3 + (prim.p * prim.q * prim.S
                                                  if prim.load_filter else 1)
 
 
