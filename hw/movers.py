@@ -1,0 +1,548 @@
+"""Data movers between the global buffer (GLB), the NoC and memory.
+
+:class:`GinSender` reads rows of values from a GLB read port and sends them as GIN packets,
+interleaving the rows that PEs consume together packet by packet. :class:`GonReceiver` writes
+the psums of GON packets into per-source segments of the GLB. :class:`OutputStage` turns rows
+of FP32 psums read from the GLB into output words (ReLU, FP32 -> FP16) for a ``DmaWrite``.
+
+Values are packed in words little end first: value ``k`` of a word is at bits
+``k * elem_bits``. GLB ports are shaped like :class:`~rsaccel.hw.glb.GlobalBuffer`'s
+(word addresses; read answers in order).
+"""
+
+from functools import reduce
+from operator import or_
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .fp import FP16, FP32
+from .glb import WriteRequest
+from .mac import fp32_to_fp16
+from .noc import GinPacket, GonPacket
+from .plumbing import RoundRobin
+
+__all__ = [
+    "GinDescriptor",
+    "GinSender",
+    "GonReceiver",
+    "GonSegment",
+    "OutputDescriptor",
+    "OutputStage",
+]
+
+
+def _positive(what, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+
+
+def _pick(onehot, values):
+    """Return the entry of ``values`` whose bit of ``onehot`` is set (zero when none is)."""
+    return reduce(or_, (Mux(onehot[k], v, 0) for k, v in enumerate(values)))
+
+
+def _relu32(value):
+    """Return binary32 ``value`` with ReLU applied: sign set (and not NaN) gives +0."""
+    x = FP32(value)
+    nan = (x.exp == 0xFF) & x.mant.any()
+    return Mux(x.sign & ~nan, 0, x.as_value())
+
+
+def GinDescriptor(glb_addr_width, values_bits, id_bits):
+    """Return the layout of a :class:`GinSender` descriptor: a row of ``values`` values from
+    GLB word ``glb_addr`` on, sent with tags ``(row_tag, col_tag)``."""
+    return data.StructLayout({"glb_addr": glb_addr_width, "values": values_bits,
+                              "row_tag": id_bits, "col_tag": id_bits})
+
+
+def GonSegment(rows, cols, glb_addr_width, values_bits):
+    """Return the layout of a :class:`GonReceiver` segment: the next ``values`` psums of PE
+    ``(src_row, src_col)`` go to GLB words from ``glb_addr`` on."""
+    gon = GonPacket(rows, cols, 1)
+    return data.StructLayout({"src_row": gon["src_row"].shape, "src_col": gon["src_col"].shape,
+                              "glb_addr": glb_addr_width, "values": values_bits})
+
+
+def OutputDescriptor(values_bits):
+    """Return the layout of an :class:`OutputStage` row: ``values`` FP32 values in, ReLU if
+    ``relu``, out as FP16 if ``fp16`` (else FP32)."""
+    return data.StructLayout({"values": values_bits, "fp16": 1, "relu": 1})
+
+
+class GinSender(wiring.Component):
+    """Send rows held in the GLB as GIN packets, up to ``lanes`` rows interleaved.
+
+    A descriptor on ``desc`` (:func:`GinDescriptor`) names a row: ``values`` values packed from
+    GLB word ``glb_addr`` on (a row starts at a word boundary), to be sent tagged
+    ``(row_tag, col_tag)``. Its packets carry ``values_per_packet`` (V) values each, one GLB
+    word per packet, in order; the last packet of the row may be partial (``count`` < V; the
+    values past ``count`` are whatever the word holds). A descriptor of 0 values is consumed
+    and sends nothing.
+
+    Interleaving: the sender has ``lanes`` slots and visits them in cyclic order (0, 1, ...,
+    lanes - 1, 0, ...), sending one packet per visit. A visit to an active slot sends its next
+    packet; a visit to an empty slot takes the descriptor waiting on ``desc`` into the slot
+    and sends its first packet; an empty slot is skipped when no descriptor is waiting. A slot
+    empties when its last packet is sent. So when descriptors are offered without gaps, the
+    order of packets depends only on the descriptors: rows ``0 .. lanes - 1`` go out packet
+    by packet in turn, and each finished row's slot takes the next descriptor in its turn.
+    (Rows a PE set consumes together must be interleaved like this: a diagonal of PEs only
+    advances as fast as the psums from the diagonal below it, so a whole row sent first can
+    deadlock the array.)
+
+    GLB side: word addresses leave on ``glb_addr`` (a register) and the words must come back
+    on ``glb_data`` in the same order, as from a :class:`~rsaccel.hw.glb.GlobalBuffer` read
+    port. Up to 4 reads are outstanding. ``gin`` (:func:`~rsaccel.hw.noc.GinPacket`) is the
+    word from ``glb_data`` with the tags and count of its packet: ``gin.valid`` follows
+    ``glb_data.valid`` and ``glb_data.ready`` follows ``gin.ready`` combinationally.
+
+    Throughput: one packet per cycle when the GLB answers one word per cycle and ``gin`` is
+    ready. ``busy`` (``idle`` is its complement) is set while a row is in a slot or a packet is
+    on its way.
+
+    Parameters
+    ----------
+    elem_bits : int
+        16 (FP16 values: filter, ifmap GINs) or 32 (FP32: psum GIN).
+    values_per_packet : int
+        V; ``V * elem_bits`` must equal ``word_bits``.
+    word_bits : int
+        GLB word width.
+    glb_addr_width : int
+        GLB word address width.
+    id_bits : int
+        Width of the NoC tags.
+    lanes : int
+        Rows interleaved at most.
+    """
+
+    _OUTSTANDING = 4        # covers the GLB read latency (address register + 2 cycles)
+
+    def __init__(self, *, elem_bits, values_per_packet, word_bits, glb_addr_width, id_bits,
+                 lanes):
+        if elem_bits not in (16, 32):
+            raise ValueError(f"GIN sender elem_bits must be 16 or 32, not {elem_bits!r}")
+        for what, value in (("GIN sender values_per_packet", values_per_packet),
+                            ("GIN sender word_bits", word_bits),
+                            ("GIN sender glb_addr_width", glb_addr_width),
+                            ("GIN sender id_bits", id_bits), ("GIN sender lanes", lanes)):
+            _positive(what, value)
+        if values_per_packet * elem_bits != word_bits:
+            raise ValueError(f"GIN sender packets must hold one GLB word: values_per_packet * "
+                             f"elem_bits must equal word_bits ({word_bits}), not "
+                             f"{values_per_packet} * {elem_bits}")
+        self._elem = FP16 if elem_bits == 16 else FP32
+        self._values, self._word_bits = values_per_packet, word_bits
+        self._addr_width, self._id_bits, self._lanes = glb_addr_width, id_bits, lanes
+        # Enough for a row filling the whole address space.
+        self._values_bits = ((1 << glb_addr_width) * values_per_packet).bit_length()
+        super().__init__({
+            "desc": In(stream.Signature(GinDescriptor(glb_addr_width, self._values_bits,
+                                                      id_bits))),
+            "glb_addr": Out(stream.Signature(glb_addr_width)),
+            "glb_data": In(stream.Signature(word_bits)),
+            "gin": Out(stream.Signature(GinPacket(self._elem, values_per_packet, id_bits))),
+            "busy": Out(1),
+            "idle": Out(1),
+        })
+
+    @property
+    def values_per_packet(self):
+        return self._values
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def values_bits(self):
+        """Width of a descriptor's ``values``."""
+        return self._values_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        n, V = self._lanes, self._values
+        desc = self.desc.payload
+        active = Signal(n)
+        addr = [Signal(self._addr_width, name=f"lane{k}_addr") for k in range(n)]
+        left = [Signal(self._values_bits, name=f"lane{k}_left") for k in range(n)]
+        row_tag = [Signal(self._id_bits, name=f"lane{k}_row_tag") for k in range(n)]
+        col_tag = [Signal(self._id_bits, name=f"lane{k}_col_tag") for k in range(n)]
+
+        meta_layout = data.StructLayout({"row_tag": self._id_bits, "col_tag": self._id_bits,
+                                         "count": range(V + 1)})
+        m.submodules.meta = meta = fifo.SyncFIFO(width=meta_layout.size,
+                                                 depth=self._OUTSTANDING)
+        m.submodules.arbiter = arb = RoundRobin(n)
+
+        # Candidates: active slots, and empty ones when a descriptor is waiting.
+        waiting = Signal()
+        m.d.comb += [
+            waiting.eq(self.desc.valid & desc.values.any()),
+            arb.requests.eq(active | (~active & waiting.replicate(n))),
+        ]
+        can_issue = Signal()
+        issue = Signal()
+        m.d.comb += [
+            can_issue.eq((~self.glb_addr.valid | self.glb_addr.ready) & meta.w_rdy),
+            issue.eq(can_issue & arb.grant.any()),
+            arb.advance.eq(can_issue),
+        ]
+
+        g = arb.grant
+        fresh = Signal()                   # the visited slot is empty: start the descriptor
+        cur_addr = Signal(self._addr_width)
+        cur_left = Signal(self._values_bits)
+        cur_row = Signal(self._id_bits)
+        cur_col = Signal(self._id_bits)
+        count = Signal(range(V + 1))
+        m.d.comb += [
+            fresh.eq(~(active & g).any()),
+            cur_addr.eq(Mux(fresh, desc.glb_addr, _pick(g, addr))),
+            cur_left.eq(Mux(fresh, desc.values, _pick(g, left))),
+            cur_row.eq(Mux(fresh, desc.row_tag, _pick(g, row_tag))),
+            cur_col.eq(Mux(fresh, desc.col_tag, _pick(g, col_tag))),
+            count.eq(Mux(cur_left > V, V, cur_left)),
+            self.desc.ready.eq(~desc.values.any() | (issue & fresh)),
+        ]
+        with m.If(issue):
+            for k in range(n):
+                with m.If(g[k]):
+                    m.d.sync += [
+                        active[k].eq(cur_left > V),
+                        addr[k].eq(cur_addr + 1),
+                        left[k].eq(cur_left - count),
+                        row_tag[k].eq(cur_row),
+                        col_tag[k].eq(cur_col),
+                    ]
+
+        with m.If(self.glb_addr.ready):
+            m.d.sync += self.glb_addr.valid.eq(0)
+        with m.If(issue):
+            m.d.sync += [self.glb_addr.valid.eq(1), self.glb_addr.payload.eq(cur_addr)]
+
+        meta_in = Signal(meta_layout)
+        meta_out = data.View(meta_layout, meta.r_data)
+        m.d.comb += [
+            meta_in.row_tag.eq(cur_row),
+            meta_in.col_tag.eq(cur_col),
+            meta_in.count.eq(count),
+            meta.w_en.eq(issue),
+            meta.w_data.eq(meta_in),
+        ]
+
+        gin = self.gin
+        m.d.comb += [
+            gin.valid.eq(self.glb_data.valid & meta.r_rdy),
+            gin.payload.row_tag.eq(meta_out.row_tag),
+            gin.payload.col_tag.eq(meta_out.col_tag),
+            gin.payload.count.eq(meta_out.count),
+            gin.payload.data.eq(self.glb_data.payload),
+            self.glb_data.ready.eq(gin.ready & meta.r_rdy),
+            meta.r_en.eq(gin.valid & gin.ready),
+            self.busy.eq(active.any() | self.glb_addr.valid | meta.r_rdy),
+            self.idle.eq(~self.busy),
+        ]
+        return m
+
+
+class GonReceiver(wiring.Component):
+    """Write the psums of GON packets into per-source segments of the GLB.
+
+    A segment (``segment``, :func:`GonSegment`) says where the next ``values`` psums of PE
+    ``(src_row, src_col)`` go: packed ``word_bits // 32`` per word (P), in arrival order,
+    into GLB words from ``glb_addr`` on. It closes once its ``values`` psums are written; the
+    last word of a count that is not a multiple of P is zero-padded. Every word is written
+    once, on ``write`` (:func:`~rsaccel.hw.glb.WriteRequest`), when it is complete.
+
+    Packets (``gon``, :func:`~rsaccel.hw.noc.GonPacket`; ``count`` psums, 1 to V) from a source
+    with no open segment wait, stalling the GON, until one is opened. A packet may end
+    anywhere in a word; the psums of a source are packed across its packets. Psums beyond
+    the open segment's remaining count are dropped (the segment closes) and set the sticky
+    ``error`` flag, cleared by ``clear``; so does a segment naming a PE outside the array
+    (it is dropped). A segment of 0 values is consumed without effect.
+
+    Segments are taken in order: one for a source whose segment is still open waits until
+    that one closes, holding back the segments behind it. A controller that queues a
+    source's next segment before the current ones close can therefore deadlock the GON
+    (a packet for a later segment blocks the packets that would close earlier ones): open
+    a pass's segments, and the next pass's only once ``busy`` drops or every packet that
+    closes the earlier segments is known to be ahead.
+
+    Implementation: the state of every source (open, next word address, psums left, the
+    psums of a partial word) is a ``rows * cols`` entry memory, read a cycle ahead with
+    write-through; opening a segment takes its write port for one cycle, stalling packets.
+
+    Throughput: one packet per cycle while ``write`` is ready, except a packet that both
+    completes a word and closes a segment with psums left over (possible only after a
+    partial packet in mid-segment), which takes two cycles. ``busy`` is set while a segment
+    is open or a packet, segment or word is held.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size (the sources).
+    values_per_packet : int
+        V, psums per GON packet; at most P.
+    word_bits : int
+        GLB word width, a multiple of 32.
+    glb_addr_width : int
+        GLB word address width.
+    """
+
+    def __init__(self, *, rows, cols, values_per_packet, word_bits, glb_addr_width):
+        for what, value in (("GON receiver rows", rows), ("GON receiver cols", cols),
+                            ("GON receiver values_per_packet", values_per_packet),
+                            ("GON receiver word_bits", word_bits),
+                            ("GON receiver glb_addr_width", glb_addr_width)):
+            _positive(what, value)
+        if word_bits % 32:
+            raise ValueError(f"GON receiver word_bits must be a multiple of 32, not "
+                             f"{word_bits!r}")
+        if values_per_packet > word_bits // 32:
+            raise ValueError(f"GON receiver packets must fit a GLB word: values_per_packet "
+                             f"must be at most {word_bits // 32}, not {values_per_packet!r}")
+        self._rows, self._cols, self._values = rows, cols, values_per_packet
+        self._word_bits, self._addr_width = word_bits, glb_addr_width
+        self._per_word = word_bits // 32
+        self._values_bits = ((1 << glb_addr_width) * self._per_word).bit_length()
+        super().__init__({
+            "gon": In(stream.Signature(GonPacket(rows, cols, values_per_packet))),
+            "segment": In(stream.Signature(GonSegment(rows, cols, glb_addr_width,
+                                                      self._values_bits))),
+            "write": Out(stream.Signature(WriteRequest(glb_addr_width, word_bits))),
+            "busy": Out(1),
+            "error": Out(1),
+            "clear": In(1),
+        })
+
+    @property
+    def values_bits(self):
+        """Width of a segment's ``values``."""
+        return self._values_bits
+
+    @property
+    def psums_per_word(self):
+        return self._per_word
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, V, P = self._rows, self._cols, self._values, self._per_word
+        fill_bits = max(1, (P - 1).bit_length())
+        state_layout = data.StructLayout({
+            "open": 1,
+            "addr": self._addr_width,
+            "left": self._values_bits,
+            "fill": fill_bits,                                  # psums held in ``part``
+            "part": data.ArrayLayout(32, max(1, P - 1)),
+        })
+        m.submodules.state = state = memory.Memory(shape=state_layout, depth=rows * cols,
+                                                   init=[])
+        wr = state.write_port()
+        pkt_rd = state.read_port(transparent_for=(wr,))
+        seg_rd = state.read_port(transparent_for=(wr,))
+
+        def index(x):
+            return x.src_row * cols + x.src_col
+
+        # Segments: a register, checked against its source's state (read a cycle ahead).
+        seg = Signal(self.segment.payload.shape())
+        seg_valid = Signal()
+        seg_done = Signal()
+        seg_write = Signal()
+        inside = (seg.src_row < rows) & (seg.src_col < cols)
+        empty = ~seg.values.any()
+        m.d.comb += [
+            seg_write.eq(seg_valid & inside & ~empty & ~seg_rd.data.open),
+            seg_done.eq(seg_valid & (~inside | empty | ~seg_rd.data.open)),
+            self.segment.ready.eq(~seg_valid | seg_done),
+            seg_rd.addr.eq(Mux(self.segment.ready, index(self.segment.payload), index(seg))),
+        ]
+        with m.If(self.segment.ready):
+            m.d.sync += [seg_valid.eq(self.segment.valid), seg.eq(self.segment.payload)]
+        opened = Signal(state_layout)
+        m.d.comb += [
+            opened.open.eq(1),
+            opened.addr.eq(seg.glb_addr),
+            opened.left.eq(seg.values),
+        ]
+
+        # Packets: a register, processed with its source's state (read a cycle ahead).
+        pkt = Signal(self.gon.payload.shape())
+        pkt_valid = Signal()
+        flush = Signal()                 # second cycle of a packet that writes two words
+        pkt_done = Signal()
+        m.d.comb += [
+            self.gon.ready.eq(~pkt_valid | pkt_done),
+            pkt_rd.addr.eq(Mux(self.gon.ready, index(self.gon.payload), index(pkt))),
+        ]
+        with m.If(self.gon.ready):
+            m.d.sync += [pkt_valid.eq(self.gon.valid), pkt.eq(self.gon.payload)]
+
+        st = pkt_rd.data
+        c = Signal(range(V + 1))
+        taken = Signal(range(V + 1))                         # psums that fit the segment
+        total = Signal(range(2 * P))                         # held + taken
+        m.d.comb += [
+            c.eq(Mux(flush, 0, pkt.count)),
+            taken.eq(Mux(c > st.left, st.left, c)),
+            total.eq(st.fill + taken),
+        ]
+        over = c > st.left
+        close = taken == st.left
+        full = total >= P
+
+        # Sequence of held psums then packet psums: the word (first P) and the leftover.
+        def psum(f, i):
+            if i < f:
+                return st.part[i]
+            if i - f < V:
+                return pkt.data[i - f].as_value()
+            return Const(0, 32)
+
+        word = Signal(P * 32)
+        spill = Signal(max(1, P - 1) * 32)
+        with m.Switch(st.fill):
+            for f in range(P):
+                with m.Case(f):
+                    m.d.comb += [
+                        word.eq(Cat(*(psum(f, i) for i in range(P)))),
+                        spill.eq(Cat(*(psum(f, P + j) for j in range(max(1, P - 1))))),
+                    ]
+        padded = Cat(*(Mux(i < total, word[32 * i:32 * (i + 1)], 0) for i in range(P)))
+
+        out = self.write
+        out_free = ~out.valid | out.ready
+        act = Signal()
+        two = Signal()                                       # a full word and a padded one
+        write_now = full | (close & total.any())
+        m.d.comb += [
+            act.eq(pkt_valid & st.open & ~seg_write & out_free),
+            two.eq(full & close & (total > P)),
+            pkt_done.eq(act & ~two),
+        ]
+        new = Signal(state_layout)
+        m.d.comb += [
+            new.open.eq(~close | two),
+            new.addr.eq(st.addr + full),
+            new.left.eq(st.left - taken),
+            new.fill.eq(Mux(full, total - P, total)),
+            new.part.eq(Mux(full, spill, word[:len(spill)])),
+        ]
+        m.d.comb += [
+            wr.en.eq(seg_write | act),
+            wr.addr.eq(Mux(seg_write, index(seg), index(pkt))),
+            wr.data.eq(Mux(seg_write, opened.as_value(), new.as_value())),
+        ]
+        with m.If(act):
+            m.d.sync += flush.eq(two)
+
+        with m.If(out.ready):
+            m.d.sync += out.valid.eq(0)
+        with m.If(act & write_now):
+            m.d.sync += [out.valid.eq(1), out.payload.addr.eq(st.addr),
+                         out.payload.data.eq(padded)]
+
+        open_count = Signal(range(rows * cols + 1))
+        m.d.sync += open_count.eq(open_count + seg_write - (act & close & ~two))
+        m.d.comb += self.busy.eq(open_count.any() | pkt_valid | seg_valid | out.valid)
+        with m.If(self.clear):
+            m.d.sync += self.error.eq(0)
+        with m.Elif((act & over) | (seg_valid & ~inside)):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+class OutputStage(wiring.Component):
+    """Turn rows of FP32 psums into output words: optional ReLU, then FP16 or FP32.
+
+    Each row is described on ``desc`` (:func:`OutputDescriptor`) and read from ``i`` as
+    ``ceil(values / P)`` words of P = ``word_bits // 32`` FP32 values (values past ``values``
+    in the last word are ignored). Each value gets ReLU if ``relu`` (sign set and not NaN
+    gives +0), then, if ``fp16``, binary32 -> binary16 round to nearest even
+    (:func:`~rsaccel.hw.mac.fp32_to_fp16`: NaN gives ``0x7E00``); FP32 values pass unchanged
+    otherwise. Results leave on ``data`` packed 2P FP16 or P FP32 values per word, little end
+    first, the last word of a row zero-padded; a row of 0 values gives no word.
+
+    Timing: ``data`` is a register. One input word per cycle while ``data`` is ready, rows
+    back to back. ``busy`` is set while a row is under way or a word waits on ``data``.
+
+    Parameters
+    ----------
+    word_bits : int
+        Word width of ``i`` and ``data``, a multiple of 32.
+    values_bits : int
+        Width of a descriptor's ``values``.
+    """
+
+    def __init__(self, *, word_bits, values_bits=24):
+        _positive("output stage word_bits", word_bits)
+        _positive("output stage values_bits", values_bits)
+        if word_bits % 32:
+            raise ValueError(f"output stage word_bits must be a multiple of 32, not "
+                             f"{word_bits!r}")
+        self._word_bits, self._values_bits = word_bits, values_bits
+        super().__init__({
+            "desc": In(stream.Signature(OutputDescriptor(values_bits))),
+            "i": In(stream.Signature(word_bits)),
+            "data": Out(stream.Signature(word_bits)),
+            "busy": Out(1),
+        })
+
+    @property
+    def word_bits(self):
+        return self._word_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self._word_bits // 32
+        half_bits = self._word_bits // 2
+
+        running = Signal()
+        left = Signal(self._values_bits)
+        fp16 = Signal()
+        relu = Signal()
+        upper = Signal()                 # FP16: the lower half of the output word is held
+        held = Signal(half_bits)
+
+        out = self.data
+        last = left <= P
+        m.d.comb += self.i.ready.eq(running & (~out.valid | out.ready))
+        take = self.i.valid & self.i.ready
+        m.d.comb += self.desc.ready.eq(~running | (take & last))
+        with m.If(self.desc.valid & self.desc.ready):
+            m.d.sync += [
+                running.eq(self.desc.payload.values.any()),
+                left.eq(self.desc.payload.values),
+                fp16.eq(self.desc.payload.fp16),
+                relu.eq(self.desc.payload.relu),
+            ]
+        with m.Elif(take):
+            m.d.sync += [left.eq(left - P), running.eq(~last)]
+
+        values = [self.i.payload[32 * k:32 * (k + 1)] for k in range(P)]
+        keep = [left > k for k in range(P)]
+        as16 = Signal(half_bits)
+        as32 = Signal(self._word_bits)
+        m.d.comb += [
+            as16.eq(Cat(*(Mux(keep[k], fp32_to_fp16(m, v, relu), 0)
+                          for k, v in enumerate(values)))),
+            as32.eq(Cat(*(Mux(keep[k], Mux(relu, _relu32(v), v), 0)
+                          for k, v in enumerate(values)))),
+        ]
+
+        with m.If(out.ready):
+            m.d.sync += out.valid.eq(0)
+        with m.If(take):
+            with m.If(~fp16):
+                m.d.sync += [out.valid.eq(1), out.payload.eq(as32)]
+            with m.Elif(upper):
+                m.d.sync += [out.valid.eq(1), out.payload.eq(Cat(held, as16)), upper.eq(0)]
+            with m.Elif(last):
+                m.d.sync += [out.valid.eq(1), out.payload.eq(Cat(as16, Const(0, half_bits)))]
+            with m.Else():
+                m.d.sync += [held.eq(as16), upper.eq(1)]
+        m.d.comb += self.busy.eq(running | out.valid)
+        return m
