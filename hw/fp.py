@@ -14,6 +14,7 @@ __all__ = [
     "FP32_INF",
     "FP32_QNAN",
     "leading_zeros",
+    "relu32",
 ]
 
 FP16_QNAN = 0x7E00
@@ -34,6 +35,14 @@ class FP32(data.Struct):
     mant: 23
     exp:  8
     sign: 1
+
+
+def relu32(value):
+    """Return binary32 ``value`` with ReLU applied: every value with its sign set (negative
+    numbers, -0, -inf) becomes +0; NaN stays."""
+    x = FP32(value)
+    nan = (x.exp == 0xFF) & x.mant.any()
+    return Mux(x.sign & ~nan, 0, x.as_value())
 
 
 def leading_zeros(value):

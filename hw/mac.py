@@ -4,7 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fp import FP16, FP16_INF, FP16_QNAN, FP32, FP32_INF, FP32_QNAN, leading_zeros
+from .fp import FP16, FP16_INF, FP16_QNAN, FP32, FP32_INF, FP32_QNAN, leading_zeros, relu32
 
 __all__ = ["MAC_SECTIONS", "FMac", "Fp32ToFp16", "MacOp", "MacResult", "fp32_to_fp16"]
 
@@ -247,10 +247,9 @@ def fp32_to_fp16(m, value, relu):
     NaN alone. Overflow gives infinity, small values become subnormals or zero. NaN gives the
     canonical quiet NaN ``0x7E00``.
     """
-    x = FP32(_wire(m, "cvt_in", value, FP32))
+    x = FP32(_wire(m, "cvt_in", Mux(relu, relu32(value), value), FP32))
     is_nan = (x.exp == 0xFF) & x.mant.any()
     is_inf = (x.exp == 0xFF) & ~x.mant.any()
-    clear = relu & x.sign & ~is_nan
 
     # Unbiased exponent e = exp - 127; binary16 normals have e >= -14 (exp >= 113).
     sig = Cat(x.mant, x.exp.any())                          # 24 bits, value sig * 2**(e - 23)
@@ -265,7 +264,7 @@ def fp32_to_fp16(m, value, relu):
     packed = _wire(m, "cvt_packed", (base << 10) + kept + round_up, 18)
     overflow = (x.exp > 142) | (packed >= FP16_INF)
     magnitude = Mux(is_nan, FP16_QNAN, Mux(is_inf | overflow, FP16_INF, packed[:15]))
-    return Mux(clear, 0, Cat(magnitude, x.sign & ~is_nan))
+    return Cat(magnitude, x.sign & ~is_nan)
 
 
 class Fp32ToFp16(wiring.Component):

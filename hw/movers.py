@@ -17,7 +17,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fp import FP16, FP32
+from .fp import FP16, FP32, relu32
 from .glb import WriteRequest
 from .mac import fp32_to_fp16
 from .noc import GinPacket, GonPacket
@@ -41,13 +41,6 @@ def _positive(what, value):
 def _pick(onehot, values):
     """Return the entry of ``values`` whose bit of ``onehot`` is set (zero when none is)."""
     return reduce(or_, (Mux(onehot[k], v, 0) for k, v in enumerate(values)))
-
-
-def _relu32(value):
-    """Return binary32 ``value`` with ReLU applied: sign set (and not NaN) gives +0."""
-    x = FP32(value)
-    nan = (x.exp == 0xFF) & x.mant.any()
-    return Mux(x.sign & ~nan, 0, x.as_value())
 
 
 def GinDescriptor(glb_addr_width, values_bits, id_bits):
@@ -529,7 +522,7 @@ class OutputStage(wiring.Component):
         m.d.comb += [
             as16.eq(Cat(*(Mux(keep[k], fp32_to_fp16(m, v, relu), 0)
                           for k, v in enumerate(values)))),
-            as32.eq(Cat(*(Mux(keep[k], Mux(relu, _relu32(v), v), 0)
+            as32.eq(Cat(*(Mux(keep[k], Mux(relu, relu32(v), v), 0)
                           for k, v in enumerate(values)))),
         ]
 
