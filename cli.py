@@ -1,4 +1,4 @@
-"""The ``rsaccel`` command line: generate, synthesize and benchmark the accelerator."""
+"""The ``rsaccel`` command line: generate, synthesize, map and benchmark the accelerator."""
 
 import argparse
 import json
@@ -107,7 +107,9 @@ def _depths(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="rsaccel", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rsaccel", description="Generate, synthesize, map and benchmark the rsaccel "
+                                    "Row-Stationary accelerator.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="write Verilog and manifest.json for a top")
