@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/rsaccel bench mac-depth --preset eyeriss --depths 1-7
 	$(BIN)/rsaccel bench pe --preset eyeriss
 	$(BIN)/rsaccel bench noc --preset eyeriss
+	$(BIN)/rsaccel generate --preset eyeriss --top array -o build/eyeriss-array
 	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss; done
 
 lint: $(STAMP)

@@ -32,12 +32,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import ArrayConfig
 from .fp import FP16, FP32
-from .pe import PsumOut
+from .pe import PE, PsumOut
 from .plumbing import RoundRobin, SkidBuffer
 
 __all__ = [
     "ROUTE_FROM_GIN",
     "ROUTE_TO_GON",
+    "ArrayTop",
     "GinEvents",
     "GinPacket",
     "GlobalInputNetwork",
@@ -835,4 +836,54 @@ class NocTop(wiring.Component):
                 lane.payload = getattr(self, f"pe_{name}_data")
 
         _build_noc(m, self._config, self, {name: _Lane(name) for name, _, _ in _LINKS})
+        return m
+
+
+class ArrayTop(wiring.Component):
+    """The PE array (:class:`PEArray` of :class:`rsaccel.hw.pe.PE` sized from ``config``) as a
+    Verilog top: ports as :class:`NoC` (GIN inputs, GON output, NoC configuration), and each
+    PE's ``cfg`` stream and ``idle`` flag as lanes: bit ``k = r * cols + c`` of
+    ``pe_cfg_valid``, ``pe_cfg_ready`` and ``pe_idle``, bits ``k * w`` up of ``pe_cfg_data``
+    (``w``: the PE configuration layout's width).
+    """
+
+    def __init__(self, config):
+        _check_config(config)
+        self._config = config
+        self._array = PEArray(config, lambda r, c: PE(
+            filter_depth=config.filter_spad_depth, ifmap_depth=config.ifmap_spad_depth,
+            psum_depth=config.psum_spad_depth, mac_stages=config.mac_stages))
+        self._cfg_bits = Shape.cast(self._array.pes[0][0].config_layout).width
+        n = config.num_pes
+        members = _external_members(config)
+        members.update({"pe_cfg_valid": In(n), "pe_cfg_ready": Out(n),
+                        "pe_cfg_data": In(self._cfg_bits * n), "pe_idle": Out(n)})
+        super().__init__(members)
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def cfg_bits(self):
+        """Width of one PE's configuration word in ``pe_cfg_data``."""
+        return self._cfg_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.array = array = self._array
+        for name in ("filter", "ifmap", "psum", "cfg"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(array, name))
+        wiring.connect(m, array.gon, wiring.flipped(self.gon))
+        m.d.comb += [self.unmatched.eq(array.unmatched), self.events.eq(array.events)]
+        w = self._cfg_bits
+        for r, row in enumerate(array.pes):
+            for c, pe in enumerate(row):
+                k = r * self._config.cols + c
+                m.d.comb += [
+                    pe.cfg.valid.eq(self.pe_cfg_valid[k]),
+                    pe.cfg.payload.eq(self.pe_cfg_data[k * w:(k + 1) * w]),
+                    self.pe_cfg_ready[k].eq(pe.cfg.ready),
+                    self.pe_idle[k].eq(pe.idle),
+                ]
         return m

@@ -2,7 +2,7 @@
 
 from .dma import Dma
 from .mac import FMac, Fp32ToFp16
-from .noc import NocTop
+from .noc import ArrayTop, NocTop
 from .pe import PE
 
 __all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
@@ -14,6 +14,7 @@ TOPS = {
     "dma": lambda config: Dma(addr_width=config.axi_addr_bits, data_width=config.axi_data_bits,
                               id_width=config.axi_id_bits),
     "noc": lambda config: NocTop(config),
+    "array": lambda config: ArrayTop(config),
     "pe": lambda config: PE(filter_depth=config.filter_spad_depth,
                             ifmap_depth=config.ifmap_spad_depth,
                             psum_depth=config.psum_spad_depth, mac_stages=config.mac_stages),
