@@ -748,6 +748,14 @@ def _join(m, source, sink, what):
         m.d.comb += source.ready.eq(sink.ready)
 
 
+def _forward_external(m, outer, inner):
+    """Connect the NoC ports of ``outer`` (:func:`_external_members`) to those of ``inner``."""
+    for name in ("filter", "ifmap", "psum", "cfg"):
+        wiring.connect(m, wiring.flipped(getattr(outer, name)), getattr(inner, name))
+    wiring.connect(m, inner.gon, wiring.flipped(outer.gon))
+    m.d.comb += [outer.unmatched.eq(inner.unmatched), outer.events.eq(inner.events)]
+
+
 class PEArray(wiring.Component):
     """The NoC with a PE at every position: ``make_pe(row, col)`` builds PE ``(row, col)``.
 
@@ -787,10 +795,7 @@ class PEArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.noc = noc = self._noc
-        for name in ("filter", "ifmap", "psum", "cfg"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(noc, name))
-        wiring.connect(m, noc.gon, wiring.flipped(self.gon))
-        m.d.comb += [self.unmatched.eq(noc.unmatched), self.events.eq(noc.events)]
+        _forward_external(m, self, noc)
         for r, row in enumerate(self._pes):
             for c, pe in enumerate(row):
                 m.submodules[f"pe{r}_{c}"] = pe
@@ -872,10 +877,7 @@ class ArrayTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.array = array = self._array
-        for name in ("filter", "ifmap", "psum", "cfg"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(array, name))
-        wiring.connect(m, array.gon, wiring.flipped(self.gon))
-        m.d.comb += [self.unmatched.eq(array.unmatched), self.events.eq(array.events)]
+        _forward_external(m, self, array)
         w = self._cfg_bits
         for r, row in enumerate(array.pes):
             for c, pe in enumerate(row):
