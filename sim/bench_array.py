@@ -16,10 +16,10 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 
 async def send(dut, prefix, words):
-    """Offer ``words`` one after another on stream ``prefix``."""
+    """Offer ``words`` back to back on stream ``prefix``, each until it is taken."""
     valid, payload, ready = (getattr(dut, f"{prefix}__{n}") for n in ("valid", "payload", "ready"))
+    await FallingEdge(dut.clk)
     for word in words:
-        await FallingEdge(dut.clk)
         valid.value = 1
         payload.value = int(word)
         while True:
@@ -28,7 +28,7 @@ async def send(dut, prefix, words):
             await FallingEdge(dut.clk)
             if taken:
                 break
-        valid.value = 0
+    valid.value = 0
 
 
 @cocotb.test()
