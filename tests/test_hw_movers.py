@@ -119,6 +119,18 @@ def run_sender(dut, descs, memory, rng, desc_gaps):
     return got
 
 
+async def span(ctx, strobe, count):
+    """Return the cycles from the first of ``count`` cycles with ``strobe`` high to the last."""
+    cycle = first = seen = 0
+    while seen < count:
+        *_, high = await ctx.tick().sample(strobe)
+        cycle += 1
+        if high:
+            first = first or cycle
+            seen += 1
+    return cycle - first + 1
+
+
 @pytest.mark.parametrize("elem_bits, lanes", [(16, 3), (32, 1), (16, 4)])
 def test_sender_rows_arrive_whole_and_in_order(elem_bits, lanes):
     rng = np.random.default_rng(lanes * 100 + elem_bits)
@@ -406,14 +418,7 @@ def test_receiver_one_packet_per_cycle():
 
     async def collect(ctx):
         ctx.set(dut.write.ready, 1)
-        cycle = first = got = 0
-        while got < 2 * n:
-            *_, valid = await ctx.tick().sample(dut.write.valid)
-            cycle += 1
-            if valid:
-                first = first or cycle
-                got += 1
-        spans.append(cycle - first + 1)
+        spans.append(await span(ctx, dut.write.valid, 2 * n))
 
     run_simulation(dut, bench, collect)
     assert spans[0] == 2 * n
@@ -494,14 +499,7 @@ def test_output_stage_one_input_word_per_cycle():
     async def feed(ctx):
         ctx.set(dut.i.valid, 1)
         ctx.set(dut.data.ready, 1)
-        cycle = first = got = 0
-        while got < inputs:
-            *_, ready = await ctx.tick().sample(dut.i.ready)
-            cycle += 1
-            if ready:
-                first = first or cycle
-                got += 1
-        spans.append(cycle - first + 1)
+        spans.append(await span(ctx, dut.i.ready, inputs))
 
     run_simulation(dut, describe, feed)
     assert spans == [inputs]
