@@ -121,7 +121,7 @@ def main(argv=None):
 
     p = sub.add_parser("synth", help="synthesize, place and route a top; print its resources")
     _add_config_args(p)
-    p.add_argument("--top", default=DEFAULT_TOP, choices=sorted(TOPS))
+    p.add_argument("--top", default="pe", choices=sorted(TOPS))
     p.add_argument("--target", default="ecp5", choices=["ecp5"])
     p.add_argument("-o", "--output", type=Path, default=Path("build/synth"))
     p.set_defaults(func=cmd_synth)

@@ -21,8 +21,11 @@ __all__ = ["LINT_WAIVERS", "generate", "lint", "ports", "verilog_text"]
 # (UNUSEDSIGNAL) and widens operands implicitly (WIDTHEXPAND). Yosys also writes ``x == 0`` as
 # ``!x``, which Verilator 5.048 reports as a truncation to one bit (WIDTHTRUNC); Amaranth
 # truncates only where the source says so, and yosys writes those as explicit part selects.
-# Every other warning is a finding.
-LINT_WAIVERS = ("DECLFILENAME", "PROCASSINIT", "UNUSEDSIGNAL", "WIDTHEXPAND", "WIDTHTRUNC")
+# A ``Switch`` that does not list every value becomes a ``case`` without ``default``
+# (CASEINCOMPLETE): Amaranth assigns every signal its default before the ``case``, so an
+# unlisted value keeps it (no latch, no X). Every other warning is a finding.
+LINT_WAIVERS = ("CASEINCOMPLETE", "DECLFILENAME", "PROCASSINIT", "UNUSEDSIGNAL", "WIDTHEXPAND",
+                "WIDTHTRUNC")
 
 
 def verilog_text(top, config):
@@ -61,7 +64,11 @@ def _versions():
 
 
 def generate(config, top, outdir, *, run_lint=True):
-    """Write ``<module>.v`` and ``manifest.json`` for ``top`` into ``outdir``; return the paths."""
+    """Write ``<module>.v`` and ``manifest.json`` for ``top`` into ``outdir``; return the paths.
+
+    A top with a register map (the accelerator) also gets ``regs.py``, ``regs.h`` and
+    ``regs.md``, the host's copies of it.
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     component = build_top(top, config)
@@ -83,6 +90,14 @@ def generate(config, top, outdir, *, run_lint=True):
                 if run_lint else None,
         "tools": tools,
     }
+    regmap = getattr(component, "regmap", None)
+    if regmap is not None:
+        # The host's copies of the register map (Python module, C header, Markdown table).
+        files = {"regs.py": regmap.to_python(), "regs.h": regmap.to_c_header(),
+                 "regs.md": regmap.to_markdown()}
+        for name, content in files.items():
+            (outdir / name).write_text(content)
+        manifest["register_map"] = sorted(files)
     mpath = outdir / "manifest.json"
     mpath.write_text(json.dumps(manifest, indent=2) + "\n")
     return vpath, mpath

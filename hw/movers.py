@@ -45,9 +45,10 @@ def _pick(onehot, values):
 
 def GinDescriptor(glb_addr_width, values_bits, id_bits):
     """Return the layout of a :class:`GinSender` descriptor: a row of ``values`` values from
-    GLB word ``glb_addr`` on, sent with tags ``(row_tag, col_tag)``."""
+    GLB word ``glb_addr`` on, sent with tags ``(row_tag, col_tag)``; if ``fence``, only once
+    every earlier row has been sent."""
     return data.StructLayout({"glb_addr": glb_addr_width, "values": values_bits,
-                              "row_tag": id_bits, "col_tag": id_bits})
+                              "row_tag": id_bits, "col_tag": id_bits, "fence": 1})
 
 
 def GonSegment(rows, cols, glb_addr_width, values_bits):
@@ -84,6 +85,19 @@ class GinSender(wiring.Component):
     (Rows a PE set consumes together must be interleaved like this: a diagonal of PEs only
     advances as fast as the psums from the diagonal below it, so a whole row sent first can
     deadlock the array.)
+
+    Fences: a descriptor with ``fence`` set waits on ``desc`` (holding back the ones behind
+    it) until every earlier descriptor has been completely sent, i.e. until the sender is idle
+    (no slot active, no packet on its way to ``gin``); then it is taken as above, into the
+    slot after the last one visited. This holds for a fenced descriptor of 0 values too. A
+    descriptor without ``fence`` is taken as soon as a slot is free for it.
+
+    Completions: ``done`` (0 to 2, combinational) is the number of descriptors completed in the
+    current cycle: a descriptor completes in the cycle its last packet is transferred on
+    ``gin`` (``valid & ready``), or, for one of 0 values, the cycle it is transferred on
+    ``desc``. Summed, ``done`` counts the completed descriptors; between fences they may
+    complete out of order (interleaved rows of different lengths), but every descriptor
+    before a fenced one completes before the fenced one is taken.
 
     GLB side: word addresses leave on ``glb_addr`` (a register) and the words must come back
     on ``glb_data`` in the same order, as from a :class:`~rsaccel.hw.glb.GlobalBuffer` read
@@ -139,6 +153,7 @@ class GinSender(wiring.Component):
             "gin": Out(stream.Signature(GinPacket(self._elem, values_per_packet, id_bits))),
             "busy": Out(1),
             "idle": Out(1),
+            "done": Out(2),
         })
 
     @property
@@ -165,15 +180,20 @@ class GinSender(wiring.Component):
         col_tag = [Signal(self._id_bits, name=f"lane{k}_col_tag") for k in range(n)]
 
         meta_layout = data.StructLayout({"row_tag": self._id_bits, "col_tag": self._id_bits,
-                                         "count": range(V + 1)})
+                                         "count": range(V + 1), "last": 1})
         m.submodules.meta = meta = fifo.SyncFIFO(width=meta_layout.size,
                                                  depth=self._OUTSTANDING)
         m.submodules.arbiter = arb = RoundRobin(n)
 
-        # Candidates: active slots, and empty ones when a descriptor is waiting.
+        # Candidates: active slots, and empty ones when a descriptor is waiting (a fenced one
+        # only once the sender is idle).
         waiting = Signal()
+        zero = Signal()                    # the descriptor on ``desc`` has 0 values
+        admit = Signal()                   # ... and is not held back by its fence
         m.d.comb += [
-            waiting.eq(self.desc.valid & desc.values.any()),
+            zero.eq(~desc.values.any()),
+            admit.eq(~desc.fence | self.idle),
+            waiting.eq(self.desc.valid & ~zero & admit),
             arb.requests.eq(active | (~active & waiting.replicate(n))),
         ]
         can_issue = Signal()
@@ -198,7 +218,7 @@ class GinSender(wiring.Component):
             cur_row.eq(Mux(fresh, desc.row_tag, _pick(g, row_tag))),
             cur_col.eq(Mux(fresh, desc.col_tag, _pick(g, col_tag))),
             count.eq(Mux(cur_left > V, V, cur_left)),
-            self.desc.ready.eq(~desc.values.any() | (issue & fresh)),
+            self.desc.ready.eq((zero & admit) | (issue & fresh)),
         ]
         with m.If(issue):
             for k in range(n):
@@ -222,6 +242,7 @@ class GinSender(wiring.Component):
             meta_in.row_tag.eq(cur_row),
             meta_in.col_tag.eq(cur_col),
             meta_in.count.eq(count),
+            meta_in.last.eq(cur_left <= V),
             meta.w_en.eq(issue),
             meta.w_data.eq(meta_in),
         ]
@@ -237,6 +258,8 @@ class GinSender(wiring.Component):
             meta.r_en.eq(gin.valid & gin.ready),
             self.busy.eq(active.any() | self.glb_addr.valid | meta.r_rdy),
             self.idle.eq(~self.busy),
+            self.done.eq((gin.valid & gin.ready & meta_out.last)
+                         + (self.desc.valid & self.desc.ready & zero)),
         ]
         return m
 
@@ -250,28 +273,50 @@ class GonReceiver(wiring.Component):
     last word of a count that is not a multiple of P is zero-padded. Every word is written
     once, on ``write`` (:func:`~rsaccel.hw.glb.WriteRequest`), when it is complete.
 
+    Each source has two slots: its *open* segment, which its psums fill, and a *pending* one
+    behind it. A segment taken from ``segment`` opens if its source has none open, else
+    becomes the source's pending segment; when the open segment closes, the pending one (if
+    any) opens in its place, so the source's next psum goes there. Only a segment for a source
+    whose two slots are both full waits (taken into the receiver's segment register, with
+    ``segment.ready`` low, holding back the ones behind it), until the source's open segment
+    closes. A controller may therefore queue each source's next segment while the current
+    ones are still filling.
+
     Packets (``gon``, :func:`~rsaccel.hw.noc.GonPacket`; ``count`` psums, 1 to V) from a source
     with no open segment wait, stalling the GON, until one is opened. A packet may end
     anywhere in a word; the psums of a source are packed across its packets. Psums beyond
-    the open segment's remaining count are dropped (the segment closes) and set the sticky
-    ``error`` flag, cleared by ``clear``; so does a segment naming a PE outside the array
-    (it is dropped). A segment of 0 values is consumed without effect.
+    the open segment's remaining count are dropped, the segment closes and the sticky
+    ``error`` flag is set (cleared by ``clear``); a pending segment does not take them (it
+    opens, empty, as on any close). A segment naming a PE outside the array is dropped and
+    sets ``error`` too. A segment of 0 values is consumed without effect on the GLB.
 
-    Segments are taken in order: one for a source whose segment is still open waits until
-    that one closes, holding back the segments behind it. A controller that queues a
-    source's next segment before the current ones close can therefore deadlock the GON
-    (a packet for a later segment blocks the packets that would close earlier ones): open
-    a pass's segments, and the next pass's only once ``busy`` drops or every packet that
-    closes the earlier segments is known to be ahead.
+    Retirement: every segment taken from ``segment`` gets a sequence number, in order.
+    A segment is *closed* once the ``write`` of its last word has been transferred (one of 0
+    values or naming a PE outside the array, once taken). ``retired`` (24 bits, wrapping, a
+    register) counts the segments retired in order: it is the number of leading segments,
+    in the order taken, that have closed. It advances by at most one per cycle, starting the
+    cycle after the oldest unretired segment closes, so a segment that closes before an
+    earlier one is counted only after that one. At most ``window`` segments (the smallest
+    power of two at least ``2 * rows * cols``) are taken and not yet retired; a segment
+    beyond those waits on ``segment`` until the oldest retires. ``clear`` leaves ``retired``
+    alone; ``restart`` (one cycle, for an idle receiver, e.g. at the start of a layer) zeroes
+    ``retired``, the sequence numbers and the closed flags, so numbering starts again at 0.
+    (An idle receiver has no open or pending segment left, so the sources' state needs no
+    clearing; ``restart`` while ``busy`` is not supported.) No segment is taken in the
+    ``restart`` cycle.
 
-    Implementation: the state of every source (open, next word address, psums left, the
-    psums of a partial word) is a ``rows * cols`` entry memory, read a cycle ahead with
-    write-through; opening a segment takes its write port for one cycle, stalling packets.
+    Implementation: the state of every source (open segment: next word address, psums left,
+    the psums of a partial word, sequence number; pending segment: address, psums, sequence
+    number) is a ``rows * cols`` entry memory, read a cycle ahead with write-through. Opening
+    a segment or making it pending takes the memory's write port for one cycle, stalling
+    packets; promoting a pending segment is part of the write of the packet that closes the
+    open one and costs nothing. The closed flags are a ``window`` bit register.
 
     Throughput: one packet per cycle while ``write`` is ready, except a packet that both
     completes a word and closes a segment with psums left over (possible only after a
     partial packet in mid-segment), which takes two cycles. ``busy`` is set while a segment
-    is open or a packet, segment or word is held.
+    is open or pending, a taken segment is not yet retired, or a packet, segment or word is
+    held.
 
     Parameters
     ----------
@@ -284,6 +329,8 @@ class GonReceiver(wiring.Component):
     glb_addr_width : int
         GLB word address width.
     """
+
+    RETIRED_BITS = 24
 
     def __init__(self, *, rows, cols, values_per_packet, word_bits, glb_addr_width):
         for what, value in (("GON receiver rows", rows), ("GON receiver cols", cols),
@@ -301,6 +348,7 @@ class GonReceiver(wiring.Component):
         self._word_bits, self._addr_width = word_bits, glb_addr_width
         self._per_word = word_bits // 32
         self._values_bits = ((1 << glb_addr_width) * self._per_word).bit_length()
+        self._seq_bits = (2 * rows * cols - 1).bit_length()
         super().__init__({
             "gon": In(stream.Signature(GonPacket(rows, cols, values_per_packet))),
             "segment": In(stream.Signature(GonSegment(rows, cols, glb_addr_width,
@@ -309,6 +357,8 @@ class GonReceiver(wiring.Component):
             "busy": Out(1),
             "error": Out(1),
             "clear": In(1),
+            "retired": Out(self.RETIRED_BITS),
+            "restart": In(1),
         })
 
     @property
@@ -320,9 +370,15 @@ class GonReceiver(wiring.Component):
     def psums_per_word(self):
         return self._per_word
 
+    @property
+    def window(self):
+        """Segments taken and not yet retired, at most."""
+        return 1 << self._seq_bits
+
     def elaborate(self, platform):
         m = Module()
         rows, cols, V, P = self._rows, self._cols, self._values, self._per_word
+        S, W = self._seq_bits, self.window
         fill_bits = max(1, (P - 1).bit_length())
         state_layout = data.StructLayout({
             "open": 1,
@@ -330,6 +386,11 @@ class GonReceiver(wiring.Component):
             "left": self._values_bits,
             "fill": fill_bits,                                  # psums held in ``part``
             "part": data.ArrayLayout(32, max(1, P - 1)),
+            "seq": S,
+            "pend": 1,
+            "pend_addr": self._addr_width,
+            "pend_left": self._values_bits,
+            "pend_seq": S,
         })
         m.submodules.state = state = memory.Memory(shape=state_layout, depth=rows * cols,
                                                    init=[])
@@ -340,27 +401,53 @@ class GonReceiver(wiring.Component):
         def index(x):
             return x.src_row * cols + x.src_col
 
+        # Sequence numbers: ``tail`` is the next one given, ``head`` the oldest unretired
+        # segment's (one more bit than a sequence number, to tell full from empty).
+        tail = Signal(S + 1)
+        head = Signal(S + 1)
+        window_full = Signal()
+        m.d.comb += window_full.eq((tail[:S] == head[:S]) & (tail[S] != head[S]))
+
         # Segments: a register, checked against its source's state (read a cycle ahead).
         seg = Signal(self.segment.payload.shape())
+        seg_seq = Signal(S)
         seg_valid = Signal()
         seg_done = Signal()
         seg_write = Signal()
+        seg_free = Signal()
+        ss = seg_rd.data
         inside = (seg.src_row < rows) & (seg.src_col < cols)
         empty = ~seg.values.any()
+        both = ss.open & ss.pend
         m.d.comb += [
-            seg_write.eq(seg_valid & inside & ~empty & ~seg_rd.data.open),
-            seg_done.eq(seg_valid & (~inside | empty | ~seg_rd.data.open)),
-            self.segment.ready.eq(~seg_valid | seg_done),
-            seg_rd.addr.eq(Mux(self.segment.ready, index(self.segment.payload), index(seg))),
+            seg_write.eq(seg_valid & inside & ~empty & ~both),
+            seg_done.eq(seg_valid & (~inside | empty | ~both)),
+            seg_free.eq(~seg_valid | seg_done),
+            self.segment.ready.eq(seg_free & ~window_full & ~self.restart),
+            seg_rd.addr.eq(Mux(seg_free, index(self.segment.payload), index(seg))),
         ]
-        with m.If(self.segment.ready):
-            m.d.sync += [seg_valid.eq(self.segment.valid), seg.eq(self.segment.payload)]
-        opened = Signal(state_layout)
-        m.d.comb += [
-            opened.open.eq(1),
-            opened.addr.eq(seg.glb_addr),
-            opened.left.eq(seg.values),
-        ]
+        taken_seg = self.segment.valid & self.segment.ready
+        with m.If(seg_free):
+            m.d.sync += [seg_valid.eq(taken_seg), seg.eq(self.segment.payload),
+                         seg_seq.eq(tail[:S])]
+        with m.If(taken_seg):
+            m.d.sync += tail.eq(tail + 1)
+        placed = Signal(state_layout)            # the source's state with the segment added
+        with m.If(ss.open):
+            m.d.comb += [
+                placed.eq(ss),
+                placed.pend.eq(1),
+                placed.pend_addr.eq(seg.glb_addr),
+                placed.pend_left.eq(seg.values),
+                placed.pend_seq.eq(seg_seq),
+            ]
+        with m.Else():
+            m.d.comb += [
+                placed.open.eq(1),
+                placed.addr.eq(seg.glb_addr),
+                placed.left.eq(seg.values),
+                placed.seq.eq(seg_seq),
+            ]
 
         # Packets: a register, processed with its source's state (read a cycle ahead).
         pkt = Signal(self.gon.payload.shape())
@@ -410,37 +497,72 @@ class GonReceiver(wiring.Component):
         out_free = ~out.valid | out.ready
         act = Signal()
         two = Signal()                                       # a full word and a padded one
+        ends = Signal()                                      # the open segment closes
+        promote = Signal()                                   # ... and the pending one opens
+        # A segment always closes with a word to write (it opens with psums left, and a close
+        # with none left over is the second cycle of ``two``, which writes the held ones).
         write_now = full | (close & total.any())
         m.d.comb += [
             act.eq(pkt_valid & st.open & ~seg_write & out_free),
             two.eq(full & close & (total > P)),
             pkt_done.eq(act & ~two),
+            ends.eq(close & ~two),
+            promote.eq(ends & st.pend),
         ]
         new = Signal(state_layout)
         m.d.comb += [
-            new.open.eq(~close | two),
-            new.addr.eq(st.addr + full),
-            new.left.eq(st.left - taken),
-            new.fill.eq(Mux(full, total - P, total)),
-            new.part.eq(Mux(full, spill, word[:len(spill)])),
+            new.eq(st),
+            new.open.eq(~ends | st.pend),
+            new.pend.eq(st.pend & ~ends),
         ]
+        with m.If(promote):
+            m.d.comb += [
+                new.addr.eq(st.pend_addr),
+                new.left.eq(st.pend_left),
+                new.fill.eq(0),
+                new.seq.eq(st.pend_seq),
+            ]
+        with m.Else():
+            m.d.comb += [
+                new.addr.eq(st.addr + full),
+                new.left.eq(st.left - taken),
+                new.fill.eq(Mux(full, total - P, total)),
+                new.part.eq(Mux(full, spill, word[:len(spill)])),
+            ]
         m.d.comb += [
             wr.en.eq(seg_write | act),
             wr.addr.eq(Mux(seg_write, index(seg), index(pkt))),
-            wr.data.eq(Mux(seg_write, opened.as_value(), new.as_value())),
+            wr.data.eq(Mux(seg_write, placed.as_value(), new.as_value())),
         ]
         with m.If(act):
             m.d.sync += flush.eq(two)
 
+        out_close = Signal()                 # the word held on ``write`` closes segment ...
+        out_seq = Signal(S)                  # ... number ``out_seq``
         with m.If(out.ready):
             m.d.sync += out.valid.eq(0)
         with m.If(act & write_now):
             m.d.sync += [out.valid.eq(1), out.payload.addr.eq(st.addr),
-                         out.payload.data.eq(padded)]
+                         out.payload.data.eq(padded), out_close.eq(ends),
+                         out_seq.eq(st.seq)]
 
-        open_count = Signal(range(rows * cols + 1))
-        m.d.sync += open_count.eq(open_count + seg_write - (act & close & ~two))
-        m.d.comb += self.busy.eq(open_count.any() | pkt_valid | seg_valid | out.valid)
+        # Closed flags, retired in order from ``head``.
+        closed = Signal(W)
+
+        def flag(enable, seq):
+            return Mux(enable, (Const(1, W) << seq)[:W], 0)
+
+        retire = Signal()
+        m.d.comb += retire.eq(closed.bit_select(head[:S], 1))
+        m.d.sync += closed.eq((closed | flag(out.valid & out.ready & out_close, out_seq)
+                               | flag(seg_valid & (~inside | empty), seg_seq))
+                              & ~flag(retire, head[:S]))
+        with m.If(retire):
+            m.d.sync += [head.eq(head + 1), self.retired.eq(self.retired + 1)]
+        with m.If(self.restart):
+            m.d.sync += [tail.eq(0), head.eq(0), closed.eq(0), self.retired.eq(0)]
+
+        m.d.comb += self.busy.eq((tail != head) | pkt_valid | seg_valid | out.valid)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.Elif((act & over) | (seg_valid & ~inside)):

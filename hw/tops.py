@@ -4,11 +4,13 @@ from .dma import Dma
 from .mac import FMac, Fp32ToFp16
 from .noc import ArrayTop, NocTop
 from .pe import PE
+from .top import Accelerator
 
 __all__ = ["DEFAULT_TOP", "TOPS", "build_top", "module_name"]
 
-#: Top name -> constructor from an ``ArrayConfig``. The full accelerator joins as ``top``.
+#: Top name -> constructor from an ``ArrayConfig``; ``top`` is the whole accelerator.
 TOPS = {
+    "top": lambda config: Accelerator(config),
     "mac": lambda config: FMac(stages=config.mac_stages, tag_bits=config.mac_tag_bits),
     "outcvt": lambda config: Fp32ToFp16(),
     "dma": lambda config: Dma(addr_width=config.axi_addr_bits, data_width=config.axi_data_bits,
@@ -19,7 +21,7 @@ TOPS = {
                             ifmap_depth=config.ifmap_spad_depth,
                             psum_depth=config.psum_spad_depth, mac_stages=config.mac_stages),
 }
-DEFAULT_TOP = "mac"
+DEFAULT_TOP = "top"
 
 
 def build_top(name, config):

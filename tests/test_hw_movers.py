@@ -1,6 +1,7 @@
 """Tests of hw/movers.py in Amaranth's simulator: the GIN sender, the GON receiver and the
 output stage under random backpressure on every stream, checked bit for bit against plain
-Python models; lane interleaving order, stall until a segment opens, overflow, throughput."""
+Python models; lane interleaving order, fences and completions, stall until a segment opens,
+pending segments, in-order retirement, overflow, throughput."""
 
 from collections import deque
 
@@ -39,7 +40,7 @@ def sender(elem_bits=16, lanes=3, addr_width=7):
 
 def gin_model(descs, lanes, V, memory, elem_bits):
     """Return the packets (row_tag, col_tag, count, values) in the documented order, for
-    descriptors offered without gaps."""
+    descriptors of 1 value or more offered without gaps."""
     queue = deque(d for d in descs if d["values"])
     slots = [None] * lanes
     last = -1
@@ -48,7 +49,7 @@ def gin_model(descs, lanes, V, memory, elem_bits):
     while queue or any(slots):
         for step in range(1, lanes + 1):
             s = (last + step) % lanes
-            if slots[s] is None and queue:
+            if slots[s] is None and queue and not (queue[0].get("fence") and any(slots)):
                 slots[s] = dict(queue.popleft())
             if slots[s] is not None:
                 d = slots[s]
@@ -65,19 +66,23 @@ def gin_model(descs, lanes, V, memory, elem_bits):
     return out
 
 
-def random_descs(rng, count, words, V, max_values=14, zeros=True):
+def random_descs(rng, count, words, V, max_values=14, zeros=True, fences=0.0):
     tags = rng.choice(64 * 64, count, replace=False)
     descs = []
     for k in range(count):
         values = int(rng.integers(0 if zeros else 1, max_values + 1))
         need = max(1, -(-values // V))
         descs.append({"glb_addr": int(rng.integers(0, words - need + 1)), "values": values,
-                      "row_tag": int(tags[k]) // 64, "col_tag": int(tags[k]) % 64})
+                      "row_tag": int(tags[k]) // 64, "col_tag": int(tags[k]) % 64,
+                      "fence": int(rng.random() < fences)})
     return descs
 
 
-def run_sender(dut, descs, memory, rng, desc_gaps):
-    """Run ``descs`` through ``dut`` with a Python GLB read port; return the packets."""
+def run_sender(dut, descs, memory, rng, desc_gaps, trace=None):
+    """Run ``descs`` through ``dut`` with a Python GLB read port; return the packets.
+
+    If ``trace`` is a list, append to it, per cycle: the descriptor transferred on ``desc``
+    (a dict, or None), the packet transferred on ``gin`` (a dict, or None) and ``done``."""
     V, elem_bits = dut.values_per_packet, 64 // dut.values_per_packet
     layout = dut.gin.payload.shape()
     expected = sum(-(-d["values"] // V) for d in descs)
@@ -113,7 +118,16 @@ def run_sender(dut, descs, memory, rng, desc_gaps):
         await ctx.tick().repeat(10)
         assert ctx.get(dut.idle) and not ctx.get(dut.gin.valid)
 
-    run_simulation(dut, feed, collect, background=[glb],
+    async def monitor(ctx):
+        desc_layout = dut.desc.payload.shape()
+        async for _, _, dv, dr, d, gv, gr, g, done in ctx.tick().sample(
+                dut.desc.valid, dut.desc.ready, dut.desc.payload.as_value(), dut.gin.valid,
+                dut.gin.ready, dut.gin.payload.as_value(), dut.done):
+            trace.append((unpack(desc_layout, d) if dv and dr else None,
+                          unpack(layout, g) if gv and gr else None, done))
+
+    run_simulation(dut, feed, collect, background=[glb] + ([monitor] if trace is not None
+                                                           else []),
                    deadline_cycles=40 * expected + 500)
     assert all(0 <= v < 1 << elem_bits for *_, vals in got for v in vals)
     return got
@@ -172,6 +186,68 @@ def test_sender_round_robin_pattern():
     got = run_sender(dut, descs, memory, rng, desc_gaps=False)
     assert [(tag, vals[0], count) for tag, _, count, vals in got] == [
         (1, 0, 4), (2, 10, 4), (1, 1, 4), (3, 20, 4), (1, 2, 4), (3, 21, 3)]
+
+
+@pytest.mark.parametrize("elem_bits, lanes", [(16, 3), (32, 2), (16, 1), (16, 4)])
+def test_sender_fences_wait_for_earlier_rows(elem_bits, lanes):
+    # Random fences (some on rows of 0 values), random gaps and backpressure: a fenced row is
+    # taken only once every packet of the rows before it has left, and ``done`` counts each
+    # row exactly in the cycle of its last packet (or of its descriptor, for 0 values).
+    rng = np.random.default_rng(50 + lanes * 10 + elem_bits)
+    dut = sender(elem_bits, lanes)
+    V = dut.values_per_packet
+    memory = [int(w) for w in rng.integers(0, 1 << 63, 128, dtype=np.uint64)]
+    descs = random_descs(rng, 60, 128, V, fences=0.3)
+    assert sum(d["fence"] for d in descs) > 5
+    trace = []
+    got = run_sender(dut, descs, memory, rng, desc_gaps=True, trace=trace)
+    packets = {(d["row_tag"], d["col_tag"]): -(-d["values"] // V) for d in descs}
+    assert len(got) == sum(packets.values())
+
+    taken = [d for d, _, _ in trace if d is not None]
+    assert [(d["row_tag"], d["col_tag"]) for d in taken] == list(packets)
+    sent, seen, completions = 0, {key: 0 for key in packets}, 0
+    for d, p, done in trace:
+        expect = 0
+        if d is not None:
+            k = list(packets).index((d["row_tag"], d["col_tag"]))
+            if d["fence"]:
+                assert sent == sum(list(packets.values())[:k]), f"fenced row {k} early"
+            expect += not d["values"]
+        if p is not None:
+            key = (p["row_tag"], p["col_tag"])
+            seen[key] += 1
+            sent += 1
+            expect += seen[key] == packets[key]
+        assert done == expect
+        completions += done
+    assert completions == len(descs)
+
+
+@pytest.mark.parametrize("elem_bits, lanes", [(16, 3), (32, 2), (16, 5)])
+def test_sender_interleaves_around_fences_as_documented(elem_bits, lanes):
+    # Without gaps, the order is the model's: a fenced row waits until every slot is empty
+    # and then takes the slot after the last one visited; unfenced rows interleave as usual.
+    rng = np.random.default_rng(70 + lanes)
+    dut = sender(elem_bits, lanes)
+    V = dut.values_per_packet
+    memory = [int(w) for w in rng.integers(0, 1 << 63, 128, dtype=np.uint64)]
+    descs = random_descs(rng, 40, 128, V, zeros=False, fences=0.2)
+    got = run_sender(dut, descs, memory, rng, desc_gaps=False)
+    assert got == gin_model(descs, lanes, V, memory, elem_bits)
+
+
+def test_sender_fence_pattern():
+    # Two lanes: A (3 packets), B (1), C fenced (2), D (1): A0 B0 A1 A2, then C0 D0 C1 once
+    # A's last packet has left.
+    rng = np.random.default_rng(4)
+    dut = sender(16, 2)
+    memory = list(range(128))
+    descs = [{"glb_addr": a, "values": v, "row_tag": t, "col_tag": 0, "fence": f}
+             for a, v, t, f in ((0, 12, 1, 0), (10, 4, 2, 0), (20, 7, 3, 1), (30, 2, 4, 0))]
+    got = run_sender(dut, descs, memory, rng, desc_gaps=False)
+    assert [(tag, vals[0]) for tag, _, _, vals in got] == [
+        (1, 0), (2, 10), (1, 1), (1, 2), (3, 20), (4, 30), (3, 21)]
 
 
 class SenderOnGlb(Elaboratable):
@@ -255,6 +331,51 @@ def segment(dut, row, col, addr, values):
                                               "glb_addr": addr, "values": values})
 
 
+def receiver_monitor(dut, log):
+    """Return a background bench appending, per cycle, the segment taken (or None), the write
+    transferred (``(addr, data)`` or None), ``retired`` and ``busy``."""
+    async def monitor(ctx):
+        async for _, _, sv, sr, seg, wv, wr, w, retired, busy in ctx.tick().sample(
+                dut.segment.valid, dut.segment.ready, dut.segment.payload.as_value(),
+                dut.write.valid, dut.write.ready, dut.write.payload.as_value(), dut.retired,
+                dut.busy):
+            log.append({"segment": unpack(dut.segment.payload.shape(), seg) if sv and sr
+                        else None, "write": (w & 0xFF, w >> 8) if wv and wr else None,
+                        "retired": retired, "busy": busy})
+    return monitor
+
+
+def close_cycles(log, P, rows=3, cols=4):
+    """Return the cycle each segment in ``log`` closed, in the order taken: its take, for one
+    of 0 values or outside the array, else the transfer of its last word (addresses are
+    written once)."""
+    written = {w[0]: k for k, entry in enumerate(log) if (w := entry["write"])}
+    out = []
+    for k, entry in enumerate(log):
+        s = entry["segment"]
+        if s is None:
+            continue
+        if not s["values"] or s["src_row"] >= rows or s["src_col"] >= cols:
+            out.append(k)
+        else:
+            out.append(written[s["glb_addr"] + -(-s["values"] // P) - 1])
+    return out
+
+
+def check_retired(log, P, rows=3, cols=4):
+    """``retired`` never counts a segment before it and every earlier one have closed, steps
+    by at most one and ends at the number of segments."""
+    closes = close_cycles(log, P, rows, cols)
+    leading = [max(closes[:k + 1]) for k in range(len(closes))]   # cycle k+1 lead closed
+    previous = 0
+    for cycle, entry in enumerate(log):
+        retired = entry["retired"]
+        assert retired - previous in (0, 1)
+        assert retired == 0 or leading[retired - 1] < cycle
+        previous = retired
+    assert log[-1]["retired"] == len(closes)
+
+
 def split(rng, psums, V):
     """Cut ``psums`` into packets of 1 to V psums."""
     parts, k = [], 0
@@ -315,9 +436,94 @@ def test_receiver_random_segments_and_packets(V, word_bits):
             got.append((w & 0xFF, w >> 8))
         await ctx.tick().repeat(10)
         assert not ctx.get(dut.busy) and not ctx.get(dut.error)
+        assert ctx.get(dut.retired) == len(segments)
 
     run_simulation(dut, open_segments, send, collect, deadline_cycles=40_000)
     assert sorted(got) == sorted(want.items())          # each word once, at its address
+
+
+@pytest.mark.parametrize("V, word_bits", [(2, 64), (1, 64), (2, 128)])
+def test_receiver_pending_segments_with_overlapping_rounds(V, word_bits):
+    # Every source gets a segment per round; segments are queued round by round as fast as
+    # they are taken, and a round's packets may start as soon as the round two before it is
+    # over, so most segments are taken while their source's previous one is still open.
+    rng = np.random.default_rng(V * 300 + word_bits)
+    dut = receiver(V=V, word_bits=word_bits)
+    P = word_bits // 32
+    rounds = 5
+    sources = [(r, c) for r in range(3) for c in range(4)]
+    chosen = [sources[k] for k in rng.choice(len(sources), 10, replace=False)]
+    segments, queues, want = [], {s: deque() for s in chosen}, {}
+    addr = 0
+    for r in range(rounds):
+        round_segments = []
+        for row, col in chosen:
+            values = int(rng.integers(0, 10))
+            psums = [int(x) for x in rng.integers(0, 1 << 32, values, dtype=np.uint64)]
+            round_segments.append(segment(dut, row, col, addr, values))
+            for k, w in enumerate(words_of(psums, P, 32)):
+                want[addr + k] = w
+            addr += -(-values // P)
+            queues[row, col].extend((r, gon_packet(dut, row, col, part))
+                                    for part in split(rng, psums, V))
+        segments += [round_segments[k] for k in rng.permutation(len(round_segments))]
+    assert addr < 256
+    packets = []
+    while any(queues.values()):
+        oldest = min(q[0][0] for q in queues.values() if q)
+        ready = [q for q in queues.values() if q and q[0][0] <= oldest + 1]
+        packets.append(ready[int(rng.integers(0, len(ready)))].popleft()[1])
+    got, log = [], []
+
+    async def open_segments(ctx):
+        for s in segments:
+            await stream_put(ctx, dut.segment, s, gap=stall(rng, p=0.2))
+
+    async def send(ctx):
+        for p in packets:
+            await stream_put(ctx, dut.gon, p, gap=stall(rng))
+
+    async def collect(ctx):
+        while len(got) < len(want):
+            w = await stream_get(ctx, dut.write, stall=stall(rng))
+            got.append((w & 0xFF, w >> 8))
+        await ctx.tick().repeat(10)
+        assert not ctx.get(dut.busy) and not ctx.get(dut.error)
+
+    run_simulation(dut, open_segments, send, collect, background=[receiver_monitor(dut, log)],
+                   deadline_cycles=40_000)
+    assert sorted(got) == sorted(want.items())
+    check_retired(log, P)
+
+
+def test_receiver_two_segments_of_a_source_before_its_packets():
+    # (1, 2)'s two segments are queued ahead of (0, 0)'s and (2, 3)'s, whose packets come
+    # first: the second one waits in the pending slot without holding the others back.
+    dut = receiver()
+    got, log = [], []
+
+    async def open_segments(ctx):
+        for row, col, addr, values in ((1, 2, 0, 3), (1, 2, 10, 2), (0, 0, 20, 2),
+                                       (2, 3, 30, 1)):
+            await stream_put(ctx, dut.segment, segment(dut, row, col, addr, values))
+
+    async def send(ctx):
+        for row, col, psums in ((0, 0, [0xA, 0xB]), (2, 3, [0xC]), (1, 2, [1, 2]),
+                                (1, 2, [3]), (1, 2, [4, 5])):
+            await stream_put(ctx, dut.gon, gon_packet(dut, row, col, psums))
+
+    async def collect(ctx):
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            w = await stream_get(ctx, dut.write, stall=stall(rng))
+            got.append((w & 0xFF, w >> 8))
+        await ctx.tick().repeat(5)
+        assert not ctx.get(dut.busy) and ctx.get(dut.retired) == 4
+
+    run_simulation(dut, open_segments, send, collect, background=[receiver_monitor(dut, log)],
+                   deadline_cycles=500)
+    assert got == [(20, 0xB << 32 | 0xA), (30, 0xC), (0, 2 << 32 | 1), (1, 3), (10, 5 << 32 | 4)]
+    check_retired(log, 2)
 
 
 def test_receiver_waits_for_its_segment_then_packs_across_packets():
@@ -373,6 +579,138 @@ def test_receiver_queues_a_sources_next_segment_behind_the_open_one():
     assert got == [(3, 2 << 32 | 1), (20, 4 << 32 | 3), (21, 5), (9, 6)]
 
 
+def test_receiver_third_segment_waits_only_until_the_first_closes():
+    dut = receiver()
+    got, log = [], []
+
+    async def open_segments(ctx):
+        for row, col, addr, values in ((2, 1, 0, 2), (2, 1, 5, 2), (2, 1, 9, 2), (0, 3, 20, 1)):
+            await stream_put(ctx, dut.segment, segment(dut, row, col, addr, values))
+
+    async def send(ctx):
+        await ctx.tick().repeat(15)
+        for row, col, psums in ((2, 1, [1, 2]), (0, 3, [7]), (2, 1, [3, 4]), (2, 1, [5, 6])):
+            await stream_put(ctx, dut.gon, gon_packet(dut, row, col, psums))
+
+    async def collect(ctx):
+        ctx.set(dut.write.ready, 1)
+        while len(got) < 4:
+            *_, valid, payload = await ctx.tick().sample(dut.write.valid,
+                                                         dut.write.payload.as_value())
+            if valid:
+                got.append((payload & 0xFF, payload >> 8))
+        await ctx.tick().repeat(5)
+
+    run_simulation(dut, open_segments, send, collect, background=[receiver_monitor(dut, log)],
+                   deadline_cycles=500)
+    assert got == [(0, 2 << 32 | 1), (20, 7), (5, 4 << 32 | 3), (9, 6 << 32 | 5)]
+    takes = [k for k, entry in enumerate(log) if entry["segment"]]
+    first_closed = next(k for k, entry in enumerate(log) if entry["write"])
+    # The first three back to back (the third held inside, with ``segment.ready`` low); the
+    # fourth only once the packet closing the first segment is processed (its word is
+    # transferred on ``write`` from the next cycle on).
+    assert takes[:3] == list(range(takes[0], takes[0] + 3))
+    assert takes[3] - takes[2] > 12
+    assert first_closed - 1 <= takes[3] <= first_closed + 1
+    check_retired(log, 2)
+
+
+def test_receiver_retires_in_order():
+    # Segments 0 and 1 for two sources, then one of 0 values: 1 and 2 close first, but
+    # ``retired`` waits for 0, then counts all three.
+    dut = receiver()
+    log, seen = [], []
+
+    async def bench(ctx):
+        for row, col, addr, values in ((0, 0, 0, 2), (1, 1, 4, 2), (2, 2, 8, 0)):
+            await stream_put(ctx, dut.segment, segment(dut, row, col, addr, values))
+        await stream_put(ctx, dut.gon, gon_packet(dut, 1, 1, [3, 4]))
+        for _ in range(10):
+            await ctx.tick()
+            seen.append(ctx.get(dut.retired))
+        await stream_put(ctx, dut.gon, gon_packet(dut, 0, 0, [1, 2]))
+        await ctx.tick().repeat(6)
+        seen.append(ctx.get(dut.retired))
+
+    async def collect(ctx):
+        ctx.set(dut.write.ready, 1)
+        await ctx.tick().repeat(40)
+
+    run_simulation(dut, bench, collect, background=[receiver_monitor(dut, log)])
+    assert seen == [0] * 10 + [3]
+    written = [entry["write"] for entry in log if entry["write"]]
+    assert written == [(4, 4 << 32 | 3), (0, 2 << 32 | 1)]
+    check_retired(log, 2)
+
+
+def test_receiver_waits_when_the_sequence_window_is_full():
+    # A 1 x 2 array: window of 4. One open segment and three of 0 values fill it; the fifth
+    # waits until the first closes.
+    dut = GonReceiver(rows=1, cols=2, values_per_packet=2, word_bits=64, glb_addr_width=8)
+    assert dut.window == 4
+    log, ready_seen = [], []
+
+    async def open_segments(ctx):
+        await stream_put(ctx, dut.segment, segment(dut, 0, 0, 3, 1))
+        for _ in range(4):
+            await stream_put(ctx, dut.segment, segment(dut, 0, 1, 0, 0))
+
+    async def send(ctx):
+        for _ in range(12):
+            *_, ready = await ctx.tick().sample(dut.segment.ready)
+            ready_seen.append(ready)
+        assert ctx.get(dut.retired) == 0 and ctx.get(dut.busy)
+        await stream_put(ctx, dut.gon, gon_packet(dut, 0, 0, [9]))
+        await ctx.tick().repeat(10)
+        assert ctx.get(dut.retired) == 5 and not ctx.get(dut.busy)
+
+    async def collect(ctx):
+        ctx.set(dut.write.ready, 1)
+
+    run_simulation(dut, open_segments, send, collect, background=[receiver_monitor(dut, log)])
+    assert not any(ready_seen[6:])
+    assert [entry["write"] for entry in log if entry["write"]] == [(3, 9)]
+    check_retired(log, 2, rows=1, cols=2)
+
+
+def test_receiver_restart():
+    # ``clear`` leaves ``retired``; ``restart`` zeroes it and numbering starts again.
+    dut = receiver()
+    got, seen = [], []
+
+    async def layer(ctx, base):
+        for k in range(3):
+            await stream_put(ctx, dut.segment, segment(dut, k, k, base + k, 1))
+        for k in range(3):
+            await stream_put(ctx, dut.gon, gon_packet(dut, k, k, [base + k]))
+        await ctx.tick().repeat(8)
+
+    async def bench(ctx):
+        await layer(ctx, 0)
+        await stream_put(ctx, dut.segment, segment(dut, 3, 0, 0, 1))     # outside: error
+        await ctx.tick().repeat(4)
+        seen.append((ctx.get(dut.retired), ctx.get(dut.error), ctx.get(dut.busy)))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        seen.append((ctx.get(dut.retired), ctx.get(dut.error), ctx.get(dut.busy)))
+        ctx.set(dut.restart, 1)
+        await ctx.tick()
+        ctx.set(dut.restart, 0)
+        seen.append((ctx.get(dut.retired), ctx.get(dut.error), ctx.get(dut.busy)))
+        await layer(ctx, 100)
+        seen.append((ctx.get(dut.retired), ctx.get(dut.error), ctx.get(dut.busy)))
+
+    async def collect(ctx):
+        for _ in range(6):
+            w = await stream_get(ctx, dut.write)
+            got.append((w & 0xFF, w >> 8))
+
+    run_simulation(dut, bench, collect)
+    assert seen == [(4, 1, 0), (4, 0, 0), (0, 0, 0), (3, 0, 0)]
+    assert got == [(0, 0), (1, 1), (2, 2), (100, 100), (101, 101), (102, 102)]
+
+
 def test_receiver_overflow_sets_the_error_flag():
     dut = receiver()
     got, flags = [], []
@@ -419,6 +757,32 @@ def test_receiver_one_packet_per_cycle():
     async def collect(ctx):
         ctx.set(dut.write.ready, 1)
         spans.append(await span(ctx, dut.write.valid, 2 * n))
+
+    run_simulation(dut, bench, collect)
+    assert spans[0] == 2 * n
+
+
+def test_receiver_one_packet_per_cycle_across_segments():
+    # One source, its open and pending segments queued first: the packets stream from one
+    # into the next without a bubble.
+    dut = receiver(rows=12, cols=14)
+    n = 30
+    spans = []
+
+    async def bench(ctx):
+        await stream_put(ctx, dut.segment, segment(dut, 5, 7, 0, 2 * n))
+        await stream_put(ctx, dut.segment, segment(dut, 5, 7, 100, 2 * n))
+        ctx.set(dut.gon.valid, 1)
+        for k in range(2 * n):
+            ctx.set(dut.gon.payload.as_value(), gon_packet(dut, 5, 7, [k, k + 1]))
+            await ctx.tick().until(dut.gon.ready)
+        ctx.set(dut.gon.valid, 0)
+
+    async def collect(ctx):
+        ctx.set(dut.write.ready, 1)
+        spans.append(await span(ctx, dut.write.valid, 2 * n))
+        await ctx.tick().repeat(4)
+        assert ctx.get(dut.retired) == 2 and not ctx.get(dut.busy)
 
     run_simulation(dut, bench, collect)
     assert spans[0] == 2 * n

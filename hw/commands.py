@@ -1,0 +1,214 @@
+"""The accelerator's programming model: layer descriptors and engine commands in host memory.
+
+This is the contract between the controller (:mod:`rsaccel.hw.top`) and the host's compiler
+(:mod:`rsaccel.sw.program`); both take every bit position from the layouts here.
+
+Engines
+-------
+The controller runs seven *engines* concurrently, each from its own list of commands:
+
+``LOAD``    host memory -> GLB: ``count`` bus words from byte address ``addr`` to GLB words
+            from ``glb_addr`` on.
+``STORE``   GLB -> output stage -> host memory: ``count`` FP32 values packed in GLB words from
+            ``glb_addr`` on, optional ReLU, written as FP16 (``fp16``) or FP32 from ``addr`` on
+            (``ceil(count / values per word)`` whole words; the last one zero-padded).
+``FILTER``, ``IFMAP``, ``PSUM``
+            GLB -> GIN: a row of ``count`` values packed from GLB word ``glb_addr`` on, sent
+            with tags ``(row_tag, col_tag)`` (:class:`rsaccel.hw.movers.GinSender`). FILTER and
+            IFMAP values are FP16, PSUM values FP32 (initial accumulators: bias or psums of an
+            earlier pass). Each sender interleaves its rows packet by packet, up to its number
+            of lanes (FILTER: 1; IFMAP and PSUM: one per PE).
+``RECV``    GON -> GLB: the next ``count`` psums of PE ``(src_row, src_col)`` go, in arrival
+            order, to GLB words from ``glb_addr`` on (:class:`rsaccel.hw.movers.GonReceiver`;
+            each source may have one segment open and one pending).
+``CONFIG``  ``NOC``: one NoC configuration write (:func:`rsaccel.hw.noc.NocCfgWrite`).
+            ``PE_CFG``: give every PE of rows ``row0..row1`` and columns ``col0..col1``
+            (inclusive) ``count`` primitives of the given shape (:class:`PeCommand`); a PE
+            loads new filters (``load_filter``) on the first of them only. The command waits
+            until each of those PEs has taken every primitive it was given before.
+
+Every list may also hold ``NOP`` commands, which only wait.
+
+Synchronisation
+---------------
+Every engine counts its *completed* commands from 0 at the start of each layer. A command
+with ``wait_engine`` other than ``NONE`` does not start until engine ``wait_engine`` has
+completed at least ``wait_count`` commands; a command with ``fence`` does not start until
+every earlier command of its own engine has completed (for ``CONFIG``: also until the three
+senders are idle and every PE has finished all its primitives, so the NoC can be
+reprogrammed). A command completes when:
+
+* ``LOAD``: its last word is written into the GLB; ``STORE``: memory acknowledged its last
+  write; ``FILTER``/``IFMAP``/``PSUM``: its last packet entered the NoC; ``RECV``: its last
+  psum is written into the GLB *and* every earlier ``RECV`` command has completed (segments
+  retire in order); ``CONFIG``: it was applied; ``NOP``: its wait (and fence) was met.
+
+Senders complete interleaved rows out of order, so a wait on a sender is exact only at a
+count that ends just before one of its fenced commands (or its last command). Engines run
+in order within their list; a program whose waits describe any valid sequential order of all
+its commands runs without deadlock (see :mod:`rsaccel.sw.program` for the rules the
+compiler follows).
+
+Layers
+------
+A layer is a :class:`Descriptor` (64 bytes, 16-byte aligned) in host memory: for each engine
+the address (16-byte aligned) and length of its command list, and the address of the next
+layer's descriptor (0: none). Writing ``CTRL.START`` runs the chain from ``DESC_ADDR``; the
+engines' counters restart at every layer, and a layer starts once the previous one has
+completed every command and the array is idle.
+
+Commands are 128 bits (16 bytes), :data:`COMMAND` below, little end first in memory.
+"""
+
+from amaranth.lib import data, enum
+
+__all__ = [
+    "COMMAND",
+    "COMMAND_BYTES",
+    "DESCRIPTOR",
+    "DESCRIPTOR_BYTES",
+    "DESCRIPTOR_MAGIC",
+    "Engine",
+    "ErrorCode",
+    "NocCommand",
+    "Op",
+    "PeCommand",
+    "ENGINE_OPS",
+    "command",
+    "descriptor",
+]
+
+COMMAND_BYTES = 16
+DESCRIPTOR_BYTES = 64
+#: ``Descriptor.magic``: "RSL1".
+DESCRIPTOR_MAGIC = 0x314C5352
+
+
+class Engine(enum.Enum, shape=3):
+    """The engines, in the order of their lists in a :data:`DESCRIPTOR`."""
+    LOAD = 0
+    STORE = 1
+    FILTER = 2
+    IFMAP = 3
+    PSUM = 4
+    RECV = 5
+    CONFIG = 6
+    NONE = 7        # ``wait_engine``: no wait
+
+
+class Op(enum.Enum, shape=4):
+    NOP = 0
+    LOAD = 1
+    STORE = 2
+    SEND = 3        # FILTER, IFMAP and PSUM lists
+    RECV = 4
+    NOC = 5         # CONFIG list
+    PE_CFG = 6      # CONFIG list
+
+
+#: The operations each engine's list may hold (besides NOP).
+ENGINE_OPS = {
+    Engine.LOAD: (Op.LOAD,), Engine.STORE: (Op.STORE,), Engine.FILTER: (Op.SEND,),
+    Engine.IFMAP: (Op.SEND,), Engine.PSUM: (Op.SEND,), Engine.RECV: (Op.RECV,),
+    Engine.CONFIG: (Op.NOC, Op.PE_CFG),
+}
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """``STATUS.CODE``: why the accelerator stopped."""
+    NONE = 0
+    DESCRIPTOR = 1      # bad magic, or a list or descriptor address not 16-byte aligned
+    COMMAND = 2         # an operation the engine does not run, or a bad wait_engine
+    GLB_RANGE = 3       # a command's GLB words leave the global buffer
+    PE_CONFIG = 4       # a primitive the PEs cannot run, or PEs outside the array
+    NOC_CONFIG = 5      # a NoC write to a position outside the array or an unknown network
+    DMA_WINDOW = 6      # a memory access outside the window
+    DMA_ALIGN = 7       # a memory address not word-aligned, or an empty transfer
+    DMA_RESPONSE = 8    # memory answered SLVERR or DECERR
+    NOC_UNMATCHED = 9   # a GIN packet matched no PE
+    GON_OVERFLOW = 10   # a PE sent more psums than its segment holds, or from outside the array
+    WATCHDOG = 11       # no engine made progress for WATCHDOG cycles
+
+
+class PeCommand(data.Struct):
+    """``PE_CFG`` operands (bits 32 up of a command): the PE rectangle, the number of
+    primitives and their shape (:func:`rsaccel.hw.pe.PEConfig`, with wider fields)."""
+    row0: 8
+    row1: 8
+    col0: 8
+    col1: 8
+    count: 24
+    S: 6
+    U: 4
+    p: 7
+    q: 6
+    F: 12
+    load_filter: 1
+    use_psum_in: 1
+    _pad: 3
+
+
+class NocCommand(data.Struct):
+    """``NOC`` operands (bits 32 up of a command), as :func:`rsaccel.hw.noc.NocCfgWrite`."""
+    op: 2           # NocCfgOp
+    net: 2          # NocNet
+    row: 8
+    col: 8
+    value: 16
+    _pad: 60
+
+
+#: One command. ``args`` is read as the operation needs (see the module docstring):
+#: ``LOAD`` / ``STORE``: ``addr`` (byte address), ``count``, ``glb_addr``, and for STORE
+#: ``flags`` bit 0 ``fp16``, bit 1 ``relu``; ``SEND``: ``count``, ``glb_addr``, ``row_tag``
+#: (``flags`` bits 0-7) and ``col_tag`` (bits 8-15); ``RECV``: ``count``, ``glb_addr``,
+#: ``src_row`` (``flags`` bits 0-7) and ``src_col`` (bits 8-15); ``PE_CFG``:
+#: :class:`PeCommand`; ``NOC``: :class:`NocCommand`.
+COMMAND = data.StructLayout({
+    "op": Op,
+    "wait_engine": Engine,
+    "fence": 1,
+    "wait_count": 24,
+    "args": data.UnionLayout({
+        "move": data.StructLayout({"addr": 32, "count": 24, "glb_addr": 16, "flags": 24}),
+        "pe": PeCommand,
+        "noc": NocCommand,
+    }),
+})
+
+#: A layer descriptor: ``magic`` (:data:`DESCRIPTOR_MAGIC`), the next descriptor's address
+#: (0: last layer), then per engine (:class:`Engine` order) its list's address and length.
+DESCRIPTOR = data.StructLayout({
+    "magic": 32,
+    "next": 32,
+    "lists": data.ArrayLayout(data.StructLayout({"addr": 32, "count": 32}), 7),
+})
+
+DESCRIPTOR_BYTES = DESCRIPTOR.size // 8
+assert COMMAND.size == 8 * COMMAND_BYTES, COMMAND.size
+
+
+def command(op, /, *, wait=None, fence=False, **args):
+    """Return the 16 bytes of one command.
+
+    ``wait``: ``(engine, count)`` or None. ``args``: for LOAD/STORE/SEND/RECV the ``move``
+    fields (``addr``, ``count``, ``glb_addr``, ``flags``); for PE_CFG the :class:`PeCommand`
+    fields; for NOC the :class:`NocCommand` fields.
+    """
+    op = Op(op)
+    engine, count = wait if wait is not None else (Engine.NONE, 0)
+    kind = {Op.PE_CFG: "pe", Op.NOC: "noc"}.get(op, "move")
+    value = COMMAND.const({"op": op, "wait_engine": Engine(engine), "fence": int(fence),
+                           "wait_count": count, "args": {kind: args}}).as_value().value
+    return value.to_bytes(COMMAND_BYTES, "little")
+
+
+def descriptor(lists, next=0):
+    """Return the 64 bytes of a layer descriptor: ``lists`` maps :class:`Engine` to the
+    ``(address, command count)`` of its list (absent engines: empty)."""
+    entries = [{"addr": 0, "count": 0} for _ in range(7)]
+    for engine, (addr, count) in lists.items():
+        entries[Engine(engine).value] = {"addr": addr, "count": count}
+    value = DESCRIPTOR.const({"magic": DESCRIPTOR_MAGIC, "next": next,
+                              "lists": entries}).as_value().value
+    return value.to_bytes(DESCRIPTOR_BYTES, "little")

@@ -1,0 +1,103 @@
+"""cocotb bench of the accelerator top: runs a script of host actions (``sim.top_session``).
+
+The memory is cocotbext-axi's AxiRam (strict bounds, ``sim.memory``) on ``m_axi``, with random
+stalls on every channel when asked; registers go through an AxiLiteMaster on ``s_axil``.
+Environment: ``TOP_SCRIPT`` (pickle: memory size, pause rate, seed and the steps) and
+``TOP_OUT`` (pickle: one result per step).
+"""
+
+import os
+import pickle
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+from .memory import HostMemory
+
+
+class TB:
+    def __init__(self, dut, job):
+        self.dut = dut
+        self.rng = random.Random(job["seed"])
+        Clock(dut.clk, 10, unit="ns").start()
+        self.mem = HostMemory(dut, "m_axi_", job["memory"])
+        self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+        rate = job["pause"]
+        if rate:
+            rng = self.rng
+
+            def pattern():
+                while True:
+                    yield rng.random() < rate
+            self.mem.pause(pattern)
+        self.cycle = 0
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 4)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+    async def count(self):
+        while True:
+            await RisingEdge(self.dut.clk)
+            self.cycle += 1
+
+    async def step(self, kind, *args):
+        """Run one step; return its result."""
+        if kind == "mem_write":
+            addr, data = args
+            self.mem.write(addr, data)
+            return None
+        if kind == "mem_read":
+            addr, length = args
+            return bytes(self.mem.read(addr, length))
+        if kind == "reg_write":
+            addr, value = args
+            resp = await self.regs.write(addr, int(value).to_bytes(4, "little"))
+            return int(resp.resp)
+        if kind == "reg_read":
+            (addr,) = args
+            resp = await self.regs.read(addr, 4)
+            return int.from_bytes(resp.data, "little"), int(resp.resp)
+        if kind == "cycles":
+            await ClockCycles(self.dut.clk, args[0])
+            return self.cycle
+        if kind == "wait_irq":
+            # Returns the cycles waited, or None when ``irq`` did not rise in time.
+            (limit,) = args
+            start = self.cycle
+            while not self.dut.irq.value:
+                if self.cycle - start >= limit:
+                    return None
+                await ClockCycles(self.dut.clk, 16)
+            return self.cycle - start
+        if kind == "accesses":
+            out, self.mem.accesses = self.mem.accesses, []
+            return out
+        if kind == "cycle":
+            return self.cycle
+        raise ValueError(f"unknown step {kind!r}")
+
+
+def _load(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _dump(path, value):
+    with open(path, "wb") as f:
+        pickle.dump(value, f)
+
+
+@cocotb.test()
+async def run_script(dut):
+    job = _load(os.environ["TOP_SCRIPT"])
+    tb = TB(dut, job)
+    await tb.reset()
+    cocotb.start_soon(tb.count())
+    results = [await tb.step(*step) for step in job["steps"]]
+    _dump(os.environ["TOP_OUT"], results)
