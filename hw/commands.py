@@ -68,12 +68,12 @@ __all__ = [
     "DESCRIPTOR",
     "DESCRIPTOR_BYTES",
     "DESCRIPTOR_MAGIC",
+    "ENGINE_OPS",
     "Engine",
     "ErrorCode",
     "NocCommand",
     "Op",
     "PeCommand",
-    "ENGINE_OPS",
     "command",
     "descriptor",
 ]

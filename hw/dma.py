@@ -5,6 +5,19 @@ out to suit. Before a transfer issues any request it is checked against the addr
 ``[window_base, window_base + window_size)``; a transfer that leaves it, or is misaligned or
 empty, is refused without touching memory and reported in ``error``. A non-OKAY response
 from memory is reported too. Errors are sticky until ``clear``.
+
+``cancel`` is a soft reset that keeps to the AXI protocol. The transfer in progress ends at the
+clock edge where ``cancel`` is high. Transfers on ``data`` in that cycle happen as usual, and
+the writer also takes, and writes, a word on offer whose W beat memory has not accepted yet (a W
+beat on offer must not change); no command is taken while ``cancel`` is high. After that edge
+the engine makes no new address request (one whose valid is already up stays up until accepted
+and is drained like the others), moves nothing on ``data`` (the reader withdraws a word on
+offer), and drains the bursts requested: the reader accepts and discards their R beats; the
+writer sends their remaining W beats with no byte strobe set (memory unchanged) and accepts
+their B responses. ``busy`` stays high and ``cmd.ready`` low until nothing is outstanding; the
+engine is then idle as after a completed transfer. ``error`` is not changed by ``cancel`` (a bad
+response while draining is still reported). A cancel while idle does nothing; holding ``cancel``
+high for several cycles acts as one pulse.
 """
 
 from amaranth import Const, Module, Mux, Signal
@@ -56,6 +69,7 @@ class _Engine(wiring.Component):
             "busy": Out(1),
             "error": Out(DmaError),
             "clear": In(1),
+            "cancel": In(1),            # not "abort": Verilator's lint flags that C++ name
             "data": self._DATA_FLOW(stream.Signature(data_width)),
         })
 
@@ -124,6 +138,7 @@ class DmaRead(_Engine):
 
     Commands are taken one at a time (``cmd.ready`` while idle). Up to ``max_outstanding``
     bursts are in flight; data leaves in address order. A refused command streams nothing.
+    After ``cancel`` no more words leave; ``rready`` stays high until every issued burst is in.
     """
 
     _DATA_FLOW = Out
@@ -132,13 +147,17 @@ class DmaRead(_Engine):
         m = Module()
         bus = self.bus
         running = Signal()
+        draining = Signal()                     # cancelled: discarding issued bursts
         addr = Signal(self._addr_width)
         to_request = Signal(self._len_width)
         to_receive = Signal(self._len_width)
         outstanding = Signal(range(self._max_outstanding + 1))
 
         ok, code = self._check(m, self.cmd.payload)
-        m.d.comb += [self.cmd.ready.eq(~running), self.busy.eq(running)]
+        m.d.comb += [
+            self.cmd.ready.eq(~running & ~draining & ~self.cancel),
+            self.busy.eq(running | draining),
+        ]
         with m.If(self.cmd.valid & self.cmd.ready & ok):
             m.d.sync += [
                 running.eq(1),
@@ -147,12 +166,12 @@ class DmaRead(_Engine):
                 to_receive.eq(self.cmd.payload.words),
             ]
 
-        issued = self._request(m, "ar", running, addr, to_request, outstanding,
+        issued = self._request(m, "ar", running & ~self.cancel, addr, to_request, outstanding,
                                outstanding < self._max_outstanding)
         m.d.comb += [
-            self.data.valid.eq(bus.rvalid),
+            self.data.valid.eq(bus.rvalid & ~draining),
             self.data.payload.eq(bus.rdata),
-            bus.rready.eq(self.data.ready),
+            bus.rready.eq(self.data.ready | draining),
         ]
         beat = bus.rvalid & bus.rready
         burst_done = beat & bus.rlast
@@ -163,6 +182,10 @@ class DmaRead(_Engine):
             m.d.sync += to_receive.eq(to_receive - 1)
             with m.If(to_receive == 1):
                 m.d.sync += running.eq(0)
+        with m.If(self.cancel & running):
+            m.d.sync += [running.eq(0), draining.eq(1)]
+        with m.If(draining & ~bus.arvalid & ~outstanding.any()):
+            m.d.sync += [draining.eq(0), to_request.eq(0), to_receive.eq(0)]
         return m
 
 
@@ -170,7 +193,9 @@ class DmaWrite(_Engine):
     """Write ``cmd.words`` bus words, taken from ``data``, from ``cmd.addr`` onwards.
 
     Whole words (all strobes set). Busy until memory has answered every burst. A refused
-    command takes nothing from ``data``.
+    command takes nothing from ``data``. W beats of a burst go out only once its AW request is
+    up, so a cancel never leaves W beats without their address; after ``cancel`` the issued
+    bursts are finished with empty-strobe beats and nothing more is taken from ``data``.
     """
 
     _DATA_FLOW = In
@@ -179,6 +204,9 @@ class DmaWrite(_Engine):
         m = Module()
         bus = self.bus
         running = Signal()
+        draining = Signal()                     # cancelled: finishing issued bursts
+        held = Signal(self._data_width)         # a W beat on offer when cancelled
+        holding = Signal()
         aw_addr = Signal(self._addr_width)
         aw_words = Signal(self._len_width)
         w_addr = Signal(self._addr_width)       # the W channel splits bursts the same way
@@ -187,7 +215,10 @@ class DmaWrite(_Engine):
         outstanding = Signal(range(self._max_outstanding + 1))
 
         ok, code = self._check(m, self.cmd.payload)
-        m.d.comb += [self.cmd.ready.eq(~running), self.busy.eq(running)]
+        m.d.comb += [
+            self.cmd.ready.eq(~running & ~draining & ~self.cancel),
+            self.busy.eq(running | draining),
+        ]
         with m.If(self.cmd.valid & self.cmd.ready & ok):
             m.d.sync += [
                 running.eq(1),
@@ -196,16 +227,20 @@ class DmaWrite(_Engine):
                 w_beat.eq(0),
             ]
 
-        issued = self._request(m, "aw", running, aw_addr, aw_words, outstanding,
+        issued = self._request(m, "aw", running & ~self.cancel, aw_addr, aw_words, outstanding,
                                outstanding < self._max_outstanding)
 
         w_beats = self._burst(m, w_addr, w_words)
         last = w_beat == w_beats - 1
+        # The W burst in progress has its AW request accepted, or up (W waits for AWVALID, never
+        # for AWREADY: memory may wait for W before it accepts AW).
+        requested = Mux(bus.awvalid, w_words >= aw_words, w_words > aw_words)
         m.d.comb += [
-            bus.wvalid.eq(running & w_words.any() & self.data.valid),
-            self.data.ready.eq(running & w_words.any() & bus.wready),
-            bus.wdata.eq(self.data.payload),
-            bus.wstrb.eq((1 << self.word_bytes) - 1),
+            bus.wvalid.eq(requested & (running & self.data.valid | draining)),
+            # A cancel takes the word on offer, so that the W beat stays as offered (AXI rule).
+            self.data.ready.eq(running & requested & (bus.wready | self.cancel)),
+            bus.wdata.eq(Mux(draining, held, self.data.payload)),
+            bus.wstrb.eq(Mux(draining & ~holding, 0, (1 << self.word_bytes) - 1)),
             bus.wlast.eq(last),
         ]
         with m.If(bus.wvalid & bus.wready):
@@ -224,6 +259,15 @@ class DmaWrite(_Engine):
                      (answered & bus.bresp[1], DmaError.RESPONSE))      # SLVERR or DECERR
         with m.If(running & ~aw_words.any() & ~w_words.any() & ~outstanding.any()):
             m.d.sync += running.eq(0)
+        with m.If(bus.wready):
+            m.d.sync += holding.eq(0)
+        with m.If(self.cancel & running):
+            m.d.sync += [
+                running.eq(0), draining.eq(1),
+                held.eq(self.data.payload), holding.eq(bus.wvalid & ~bus.wready),
+            ]
+        with m.If(draining & ~bus.awvalid & ~requested & ~outstanding.any()):
+            m.d.sync += [draining.eq(0), aw_words.eq(0), w_words.eq(0)]
         return m
 
 
@@ -231,7 +275,8 @@ class Dma(wiring.Component):
     """The accelerator's memory port: a read and a write engine sharing one AXI4 manager.
 
     Read and write channels of AXI4 are independent, so the engines run concurrently. Both
-    check against the same window; each keeps its own sticky error.
+    check against the same window; each keeps its own sticky error. ``cancel`` cancels both
+    engines (see the module docstring); each busy flag falls when its engine is drained.
     """
 
     def __init__(self, *, addr_width=32, data_width=64, id_width=4, len_width=24, max_burst=16,
@@ -248,6 +293,7 @@ class Dma(wiring.Component):
             "window_base": In(addr_width),
             "window_size": In(addr_width + 1),
             "clear": In(1),
+            "cancel": In(1),
             "read_cmd": In(command),
             "read_data": Out(stream.Signature(data_width)),
             "read_busy": Out(1),
@@ -267,6 +313,7 @@ class Dma(wiring.Component):
                 engine.window_base.eq(self.window_base),
                 engine.window_size.eq(self.window_size),
                 engine.clear.eq(self.clear),
+                engine.cancel.eq(self.cancel),
                 getattr(self, f"{prefix}_busy").eq(engine.busy),
                 getattr(self, f"{prefix}_error").eq(engine.error),
             ]

@@ -299,11 +299,11 @@ class GonReceiver(wiring.Component):
     earlier one is counted only after that one. At most ``window`` segments (the smallest
     power of two at least ``2 * rows * cols``) are taken and not yet retired; a segment
     beyond those waits on ``segment`` until the oldest retires. ``clear`` leaves ``retired``
-    alone; ``restart`` (one cycle, for an idle receiver, e.g. at the start of a layer) zeroes
-    ``retired``, the sequence numbers and the closed flags, so numbering starts again at 0.
-    (An idle receiver has no open or pending segment left, so the sources' state needs no
-    clearing; ``restart`` while ``busy`` is not supported.) No segment is taken in the
-    ``restart`` cycle.
+    alone; ``restart`` (one cycle, at the start of a layer or after the owner reset the
+    receiver in mid-layer) zeroes ``retired``, the sequence numbers and the closed flags, so
+    numbering starts again at 0, and then clears every source's state (open and pending
+    segments) in ``rows * cols`` cycles, during which ``busy`` is set and no segment or
+    packet is taken. No segment is taken in the ``restart`` cycle.
 
     Implementation: the state of every source (open segment: next word address, psums left,
     the psums of a partial word, sequence number; pending segment: address, psums, sequence
@@ -562,7 +562,21 @@ class GonReceiver(wiring.Component):
         with m.If(self.restart):
             m.d.sync += [tail.eq(0), head.eq(0), closed.eq(0), self.retired.eq(0)]
 
-        m.d.comb += self.busy.eq((tail != head) | pkt_valid | seg_valid | out.valid)
+        # After ``restart``, every source's state is cleared, one per cycle: an aborted layer
+        # may have left segments open. Segments and packets wait meanwhile.
+        sweeping = Signal()
+        sweep = Signal(range(rows * cols))
+        with m.If(self.restart):
+            m.d.sync += [sweeping.eq(1), sweep.eq(0)]
+        with m.Elif(sweeping):
+            m.d.sync += sweep.eq(sweep + 1)
+            with m.If(sweep == rows * cols - 1):
+                m.d.sync += sweeping.eq(0)
+        with m.If(sweeping):
+            m.d.comb += [wr.en.eq(1), wr.addr.eq(sweep), wr.data.eq(0),
+                         self.segment.ready.eq(0), self.gon.ready.eq(0)]
+
+        m.d.comb += self.busy.eq((tail != head) | pkt_valid | seg_valid | out.valid | sweeping)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.Elif((act & over) | (seg_valid & ~inside)):

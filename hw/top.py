@@ -67,6 +67,7 @@ ID_VALUE = 0x52534131       # "RSA1"
 _FETCH_DEPTH = 8            # commands queued per engine
 _FETCH_BURST = 4            # commands per list read
 _COUNT_BITS = 24            # completed-command counters
+_SETTLE = 4                 # idle cycles that end a layer
 
 
 def register_map(config):
@@ -302,6 +303,7 @@ class Core(wiring.Component):
         restart = Signal()
 
         in_desc, in_check, desc_bad = Signal(), Signal(), Signal()
+        settle = Signal(range(_SETTLE + 1))
         fail(in_desc & next_addr[:4].any(), ErrorCode.DESCRIPTOR)
         fail(in_check & desc_bad, ErrorCode.DESCRIPTOR)
         with m.FSM(name="ctrl") as ctrl:
@@ -337,7 +339,15 @@ class Core(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
+                # A packet just sent is still in the NoC for a few cycles (and may yet turn
+                # out to match no PE): the layer ends once everything has been idle a while.
                 with m.If(engines_idle):
+                    m.d.sync += settle.eq(settle + 1)
+                with m.Else():
+                    m.d.sync += settle.eq(0)
+                with m.If(engines_idle & (settle == _SETTLE) & ~failed
+                          & (error_now == ErrorCode.NONE)):
+                    m.d.sync += settle.eq(0)
                     m.d.comb += self.layer_done.eq(1)
                     with m.If(next_addr.any()):
                         m.next = "DESC"
@@ -829,7 +839,7 @@ class Accelerator(wiring.Component):
             dma.window_base.eq(regs.window_base),
             dma.window_size.eq(regs.window_size),
             dma.clear.eq(start | soft_reset),
-            dma.abort.eq(abort),
+            dma.cancel.eq(abort),
             core.desc_addr.eq(regs.desc_addr),
             core.watchdog.eq(regs.watchdog),
             core.read_error.eq(dma.read_error),

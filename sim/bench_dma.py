@@ -27,7 +27,7 @@ class TB:
         Clock(dut.clk, 10, unit="ns").start()
         self.mem = HostMemory(dut, "bus_", MEMORY)
         for name in ("read_cmd__valid", "write_cmd__valid", "write_data__valid",
-                     "read_data__ready", "clear"):
+                     "read_data__ready", "clear", "cancel"):
             getattr(dut, name).value = 0
         dut.window_base.value = WINDOW_BASE
         dut.window_size.value = WINDOW_SIZE

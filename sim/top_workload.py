@@ -19,7 +19,7 @@ from ..sw.noc_ids import noc_map, rs_placement
 from ..sw.numerics import relu32, to_fp16
 from .pe_bench import random_values16
 
-__all__ = ["TopProgram", "noc_command", "rs_program"]
+__all__ = ["TopProgram", "custom_program", "noc_command", "rs_program"]
 
 ALIGN = 16
 
@@ -71,8 +71,13 @@ def _words(values, word_bytes):
 
 
 def rs_program(config, *, R, e, U=1, r=1, t=1, p=2, q=2, S=3, F=4, passes=2, bias=True,
-               relu=False, fp16=True, base=0x1000, seed=0):
-    """Return a :class:`TopProgram` (see the module docstring)."""
+               relu=False, fp16=True, base=0x1000, seed=0, next_desc=0, edit=None):
+    """Return a :class:`TopProgram` (see the module docstring).
+
+    ``next_desc``: the next layer's descriptor address. ``edit``: a function given the
+    command lists (:class:`Engine` -> list of command bytes) before they are packed, to make
+    faulty programs.
+    """
     pe_model.check_primitive(p, q, S, U, F, filter_depth=config.filter_spad_depth,
                              ifmap_depth=config.ifmap_spad_depth,
                              psum_depth=config.psum_spad_depth)
@@ -172,12 +177,14 @@ def rs_program(config, *, R, e, U=1, r=1, t=1, p=2, q=2, S=3, F=4, passes=2, bia
             count=out_values, glb_addr=psum_at[k, j], flags=int(fp16) | int(relu) << 1))
     # The LOAD's address is known now.
     lists[Engine.LOAD][0] = command(Op.LOAD, addr=data_addr, count=data_words, glb_addr=0)
+    if edit is not None:
+        edit(lists)
     where = {}
     for engine, cmds in lists.items():
         if cmds:
             where[engine] = (img.put(b"".join(cmds)), len(cmds))
     image = bytearray(img.data)
-    image[:64] = descriptor(where)
+    image[:64] = descriptor(where, next_desc)
 
     # Expected: the PE model chained up each column, pass after pass.
     expected = bytearray()
@@ -196,3 +203,17 @@ def rs_program(config, *, R, e, U=1, r=1, t=1, p=2, q=2, S=3, F=4, passes=2, bia
         expected += _words(vals, wb)
     return TopProgram(base, bytes(image), out_addr, len(expected), bytes(expected),
                       {e_.name: len(c) for e_, c in lists.items()})
+
+
+def custom_program(lists, *, base=0x1000, data=b"", next_desc=0):
+    """Return the image of a descriptor at ``base`` for ``lists`` (Engine -> list of command
+    bytes), then ``data`` at ``base + 64``, then the lists."""
+    img = _Image(base)
+    img.put(bytes(64))
+    if data:
+        img.put(data, 64)
+    where = {engine: (img.put(b"".join(cmds)), len(cmds)) for engine, cmds in lists.items()
+             if cmds}
+    image = bytearray(img.data)
+    image[:64] = descriptor(where, next_desc)
+    return bytes(image)

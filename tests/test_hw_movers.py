@@ -707,8 +707,35 @@ def test_receiver_restart():
             got.append((w & 0xFF, w >> 8))
 
     run_simulation(dut, bench, collect)
-    assert seen == [(4, 1, 0), (4, 0, 0), (0, 0, 0), (3, 0, 0)]
+    assert seen == [(4, 1, 0), (4, 0, 0), (0, 0, 1), (3, 0, 0)]       # busy: clearing
     assert got == [(0, 0), (1, 1), (2, 2), (100, 100), (101, 101), (102, 102)]
+
+
+def test_receiver_restart_clears_segments_left_open():
+    # A layer stopped with a segment open and one pending: after ``restart`` the source's
+    # psums go to the new layer's segment.
+    dut = receiver()
+    got = []
+
+    async def bench(ctx):
+        await stream_put(ctx, dut.segment, segment(dut, 1, 2, 10, 4))
+        await stream_put(ctx, dut.segment, segment(dut, 1, 2, 20, 4))
+        await stream_put(ctx, dut.gon, gon_packet(dut, 1, 2, [5]))
+        await ctx.tick().repeat(4)
+        ctx.set(dut.restart, 1)
+        await ctx.tick()
+        ctx.set(dut.restart, 0)
+        await stream_put(ctx, dut.segment, segment(dut, 1, 2, 50, 1))
+        await stream_put(ctx, dut.gon, gon_packet(dut, 1, 2, [7]))
+        await ctx.tick().repeat(8)
+        assert ctx.get(dut.retired) == 1 and not ctx.get(dut.busy)
+
+    async def collect(ctx):
+        w = await stream_get(ctx, dut.write)
+        got.append((w & 0xFF, w >> 8))
+
+    run_simulation(dut, bench, collect)
+    assert got == [(50, 7)]
 
 
 def test_receiver_overflow_sets_the_error_flag():
