@@ -2,8 +2,9 @@
 
 The memory is cocotbext-axi's AxiRam (strict bounds, ``sim.memory``) on ``m_axi``, with random
 stalls on every channel when asked; registers go through an AxiLiteMaster on ``s_axil``.
-Environment: ``TOP_SCRIPT`` (pickle: memory size, pause rate, seed and the steps) and
-``TOP_OUT`` (pickle: one result per step).
+Environment: ``TOP_SCRIPT`` (pickle: memory size, pause rate, seed and the steps),
+``TOP_OUT`` (pickle: one result per step) and optionally ``TOP_PROGRESS`` (a file the cycles
+waited so far are written to during ``wait_irq``).
 """
 
 import os
@@ -67,13 +68,17 @@ class TB:
             await ClockCycles(self.dut.clk, args[0])
             return self.cycle
         if kind == "wait_irq":
-            # Returns the cycles waited, or None when ``irq`` did not rise in time.
+            # Returns the cycles waited, or None when ``irq`` did not rise in time. The cycles
+            # so far go to the file ``TOP_PROGRESS`` names (if any) every 2**14 cycles.
             (limit,) = args
             start = self.cycle
+            progress = os.environ.get("TOP_PROGRESS")
             while not self.dut.irq.value:
                 if self.cycle - start >= limit:
                     return None
                 await ClockCycles(self.dut.clk, 16)
+                if progress and (self.cycle - start) % (1 << 14) < 16:
+                    _write(progress, str(self.cycle - start))
             return self.cycle - start
         if kind == "accesses":
             out, self.mem.accesses = self.mem.accesses, []
@@ -86,6 +91,11 @@ class TB:
 def _load(path):
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _dump(path, value):

@@ -114,9 +114,9 @@ class SimTransport:
     """Run programs on the generated Verilog under cocotb (``simulator``: verilator or icarus);
     ``pause`` stalls every AXI channel at that rate; ``waves`` records a trace."""
 
-    def __init__(self, config, simulator, *, pause=0.0, waves=False, seed=0):
+    def __init__(self, config, simulator, *, pause=0.0, waves=False, seed=0, progress=None):
         self.config, self.simulator = config, simulator
-        self.pause, self.waves, self.seed = pause, waves, seed
+        self.pause, self.waves, self.seed, self.progress = pause, waves, seed, progress
         self.regs = {reg.name: reg.address for reg in register_map(config)}
 
     def run(self, program, image, base, timeout_cycles):
@@ -135,7 +135,8 @@ class SimTransport:
         for name in COUNTERS:
             steps += [("reg_read", regs[f"{name}_LO"]), ("reg_read", regs[f"{name}_HI"])]
         res = run_script(self.config, steps, memory=base + len(image), simulator=self.simulator,
-                         pause=self.pause, seed=self.seed, waves=self.waves, name="driver")
+                         pause=self.pause, seed=self.seed, waves=self.waves, name="driver",
+                         progress=self.progress)
         if res[6] is None:
             raise TimeoutError(f"the accelerator did not finish within {timeout_cycles} cycles")
         status, index = res[7][0], res[8][0]
@@ -152,11 +153,12 @@ class Accelerator:
     """The accelerator of ``config`` (an ArrayConfig or a preset name) on ``backend``.
 
     ``timeout``: the most cycles a layer may take (None: 20 times the predicted cycles plus
-    100000). Simulation options: ``pause`` (AXI stall rate), ``waves``, ``seed``.
+    100000). Simulation options: ``pause`` (AXI stall rate), ``waves``, ``seed``, and
+    ``progress``: called now and then with ``(cycles so far, predicted cycles)``.
     """
 
     def __init__(self, config="small", backend="model", *, timeout=None, pause=0.0,
-                 waves=False, seed=0):
+                 waves=False, seed=0, progress=None):
         if isinstance(config, str):
             config = preset(config)
         if not isinstance(config, ArrayConfig):
@@ -168,6 +170,7 @@ class Accelerator:
         self.config, self.backend, self.timeout = config, backend, timeout
         self.transport = ModelTransport(config) if backend == "model" else \
             SimTransport(config, backend, pause=pause, waves=waves, seed=seed)
+        self._progress = progress
         self.stats = Stats(backend=backend)
         self.last_program = None
 
@@ -225,6 +228,8 @@ class Accelerator:
         pred = predict(mapping)
         predicted = int(pred["cycles"])
         timeout = self.timeout or 20 * predicted + 100_000
+        if self._progress is not None and self.backend != "model":
+            self.transport.progress = lambda cycles: self._progress(cycles, predicted)
         memory, counters, counts = self.transport.run(program, image, _BASE, timeout)
         y = program.output(memory, _BASE, origin=_BASE)
         stats = Stats(backend=self.backend, predicted_cycles=predicted, macs=layer.macs,
