@@ -1,13 +1,17 @@
 """Build generated Verilog with cocotb's runner and run cocotb benches on it.
 
 Every cocotb run in the project goes through :func:`build` and :func:`run`. Builds are cached
-per (simulator, top, Verilog text, waves) under ``build/sim/`` and shared safely between
-parallel pytest workers.
+per (simulator, top, Verilog text, waves, build options) under ``build/sim/`` and shared safely
+between parallel pytest workers.
+
+Verilator builds are lean unless ``waves`` is set: only the top-level ports are visible to
+cocotb, and the model's C++ comes in small functions (see :data:`LEAN_VERILATOR_ARGS`).
 """
 
 import fcntl
 import hashlib
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +19,21 @@ from pathlib import Path
 from ..hw.tops import module_name
 from .tools import BUILD_ROOT, icarus_available, setup_verilator
 
-__all__ = ["SIMULATORS", "Build", "available_simulators", "build", "run"]
+__all__ = ["LEAN_VERILATOR_ARGS", "SIMULATORS", "Build", "available_simulators", "build",
+           "ports_control", "run", "top_ports"]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")          # Amaranth writes no `timescale
+
+#: Verilator options of a lean build (every Verilator build but ``waves=True``), on top of
+#: ``-Wno-fatal``. cocotb's runner always passes ``--public-flat-rw``, which keeps every signal
+#: of every module visible through VPI: that blocks most of Verilator's optimisations and
+#: multiplies the C++ to compile. Benches touch only the top-level ports, so a lean build
+#: cancels it and makes just those ports public with a control file (:func:`ports_control`).
+#: Splitting the generated C++ functions at 4000 statements keeps g++ (``-Os``) from spending
+#: minutes on each of the eyeriss array's largest functions; smaller pieces build no faster
+#: and run slower.
+LEAN_VERILATOR_ARGS = ("--no-public-flat-rw", "--output-split-cfuncs", "4000")
 
 
 def available_simulators():
@@ -45,11 +60,29 @@ def _locked(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def top_ports(text, module):
+    """Return the port names of module ``module`` in Verilog ``text`` (as Yosys writes it)."""
+    header = re.search(rf"^module {re.escape(module)}\s*\(([^;]*)\)\s*;", text, re.MULTILINE)
+    if header is None:
+        raise ValueError(f"no module {module!r} in the Verilog")
+    return [port.strip() for port in header.group(1).split(",") if port.strip()]
+
+
+def ports_control(text, module):
+    """Return a Verilator control file (.vlt) making the ports of ``module`` public to VPI,
+    all the access a cocotb bench needs without ``--public-flat-rw``."""
+    lines = [f'public_flat_rw -module "{module}" -var "{port}"' for port in top_ports(text, module)]
+    return "`verilator_config\n" + "\n".join(lines) + "\n"
+
+
 def build(top, config, *, simulator="verilator", waves=False):
     """Generate top ``top`` for ``config`` and build it for ``simulator``; return the build.
 
-    Reuses an earlier build of the same Verilog. ``waves`` records a VCD (Verilator) or FST
-    (Icarus) trace in each run's directory.
+    Reuses an earlier build of the same Verilog and options. ``waves`` records a VCD
+    (Verilator) or FST (Icarus) trace in each run's directory. A Verilator build without
+    ``waves`` is lean (:data:`LEAN_VERILATOR_ARGS`): benches reach only the top's ports; with
+    ``waves`` every signal is public and traced, and the build is much slower for big tops.
+    Works for any top of ``hw.tops.TOPS``.
     """
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
@@ -64,7 +97,11 @@ def build(top, config, *, simulator="verilator", waves=False):
         setup_verilator()
     module = module_name(top)
     text = verilog.convert(build_top(top, config), name=module)
-    key = hashlib.sha256(f"{simulator}\n{waves}\n{text}".encode()).hexdigest()[:16]
+    lean = simulator == "verilator" and not waves
+    build_args = []
+    if simulator == "verilator":
+        build_args = ["-Wno-fatal", *(LEAN_VERILATOR_ARGS if lean else ())]
+    key = hashlib.sha256(f"{simulator}\n{waves}\n{build_args}\n{text}".encode()).hexdigest()[:16]
     directory = BUILD_ROOT / "sim" / f"{simulator}-{top}-{config.name}-{key}"
     stamp = directory / "built.stamp"
     with _locked(directory.with_suffix(".lock")):
@@ -72,9 +109,12 @@ def build(top, config, *, simulator="verilator", waves=False):
             directory.mkdir(parents=True, exist_ok=True)
             source = directory / f"{module}.v"
             source.write_text(text)
+            sources = [source]
+            if lean:
+                sources.append(directory / "ports.vlt")
+                sources[-1].write_text(ports_control(text, module))
             runner = get_runner(simulator)
-            build_args = ["-Wno-fatal"] if simulator == "verilator" else []
-            runner.build(sources=[source], hdl_toplevel=module, build_dir=directory,
+            runner.build(sources=sources, hdl_toplevel=module, build_dir=directory,
                          build_args=build_args, timescale=TIMESCALE, waves=waves,
                          log_file=directory / "build.log")
             stamp.write_text(key)
