@@ -123,12 +123,21 @@ class GinSender(wiring.Component):
         Width of the NoC tags.
     lanes : int
         Rows interleaved at most.
+    pes : int
+        0, or the number of PEs of the GIN the sender feeds: then it sends a packet only when
+        every PE it reaches can take it at once, so PEs that are held up never block the rows
+        of the others (interleaving alone deadlocks the array when its columns drift apart).
+        It shows the tags of the lane it visits on ``probe`` and reads from ``gin_state``
+        (:func:`~rsaccel.hw.noc.GinState`) which PEs they reach (``match``) and which PE
+        registers can take a packet (``free``); a visited lane whose packet would wait is
+        skipped (the visit costs a cycle), and PEs stay reserved from a packet's issue until
+        they take it (``loaded``).
     """
 
     _OUTSTANDING = 4        # covers the GLB read latency (address register + 2 cycles)
 
     def __init__(self, *, elem_bits, values_per_packet, word_bits, glb_addr_width, id_bits,
-                 lanes):
+                 lanes, pes=0):
         if elem_bits not in (16, 32):
             raise ValueError(f"GIN sender elem_bits must be 16 or 32, not {elem_bits!r}")
         for what, value in (("GIN sender values_per_packet", values_per_packet),
@@ -145,7 +154,18 @@ class GinSender(wiring.Component):
         self._addr_width, self._id_bits, self._lanes = glb_addr_width, id_bits, lanes
         # Enough for a row filling the whole address space.
         self._values_bits = ((1 << glb_addr_width) * values_per_packet).bit_length()
+        if not isinstance(pes, int) or pes < 0:
+            raise ValueError(f"GIN sender pes must be a non-negative integer, not {pes!r}")
+        self._pes = pes
+        members = {}
+        if pes:
+            members = {
+                "probe": Out(data.StructLayout({"row": id_bits, "col": id_bits})),
+                "gin_state": In(data.StructLayout({"match": pes, "free": pes,
+                                                   "loaded": pes})),
+            }
         super().__init__({
+            **members,
             "desc": In(stream.Signature(GinDescriptor(glb_addr_width, self._values_bits,
                                                       id_bits))),
             "glb_addr": Out(stream.Signature(glb_addr_width)),
@@ -198,9 +218,10 @@ class GinSender(wiring.Component):
         ]
         can_issue = Signal()
         issue = Signal()
+        deliverable = Signal(init=1)       # the visited lane's packet can be taken at once
         m.d.comb += [
             can_issue.eq((~self.glb_addr.valid | self.glb_addr.ready) & meta.w_rdy),
-            issue.eq(can_issue & arb.grant.any()),
+            issue.eq(can_issue & arb.grant.any() & deliverable),
             arb.advance.eq(can_issue),
         ]
 
@@ -230,6 +251,16 @@ class GinSender(wiring.Component):
                         row_tag[k].eq(cur_row),
                         col_tag[k].eq(cur_col),
                     ]
+
+        if self._pes:
+            st = self.gin_state
+            reserved = Signal(self._pes)
+            m.d.comb += [
+                self.probe.row.eq(cur_row),
+                self.probe.col.eq(cur_col),
+                deliverable.eq(~(st.match & (~st.free | reserved)).any()),
+            ]
+            m.d.sync += reserved.eq((reserved & ~st.loaded) | Mux(issue, st.match, 0))
 
         with m.If(self.glb_addr.ready):
             m.d.sync += self.glb_addr.valid.eq(0)

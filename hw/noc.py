@@ -142,6 +142,14 @@ def NocEvents(config):
     return data.StructLayout(fields)
 
 
+def GinState(config):
+    """Return the layout of one GIN's state for its sender: the PEs its probe tag reaches
+    (``match``), the PEs whose packet register can take a packet (``free``) and those that
+    take one this cycle (``loaded``)."""
+    n = config.num_pes
+    return data.StructLayout({"match": n, "free": n, "loaded": n})
+
+
 class UnmatchedFlags(data.Struct):
     """Sticky flags: a packet of this GIN matched no PE since the last ``CLEAR``."""
     filter: 1
@@ -267,6 +275,11 @@ class GlobalInputNetwork(wiring.Component):
     is consumed, counted (``events.unmatched``) and sets the sticky ``unmatched`` flag, which
     ``clear`` resets (a packet arriving on the same cycle wins).
 
+    For senders that never block the network on a busy PE: ``probe_match`` (per PE,
+    combinational) says which PEs a packet tagged ``(probe_row, probe_col)`` would reach;
+    ``free`` (per PE) that the PE's packet register can take a packet now (it is empty, or its
+    last value leaves this cycle); ``loaded`` (per PE) that it takes one this cycle.
+
     IDs are written through ``write`` (:func:`IdWrite`; ``ready`` is always set; positions
     outside the array are ignored). The ID ``2**id_bits - 1`` is the unused value: a MC holding
     it matches nothing. Reset: every ID unused.
@@ -306,6 +319,11 @@ class GlobalInputNetwork(wiring.Component):
             "clear": In(1),
             "unmatched": Out(1),
             "events": Out(GinEvents(values)),
+            "free": Out(rows * cols),
+            "loaded": Out(rows * cols),
+            "probe_row": In(id_bits),
+            "probe_col": In(id_bits),
+            "probe_match": Out(rows * cols),
         })
 
     @property
@@ -377,13 +395,14 @@ class GlobalInputNetwork(wiring.Component):
                 m.d.sync += plane.eq(_select(lane_mask, _fill(wr.value[b], n), plane))
 
         # Y-bus: one multicast controller per row; X-buses: one per PE.
-        row_match = Signal(rows)
-        m.d.comb += row_match.eq(Cat(*(row_on[r] & (row_id[r] == pkt.row_tag)
-                                       for r in range(rows))))
+        def matching(row_tag, col_tag):
+            rows_hit = Cat(*(row_on[r] & (row_id[r] == row_tag) for r in range(rows)))
+            return _spread(rows_hit, cols) & col_on & \
+                ~reduce(or_, (plane ^ _fill(col_tag[b], n) for b, plane in enumerate(col_id)))
+
         match = Signal(n)
-        m.d.comb += match.eq(_spread(row_match, cols) & col_on &
-                             ~reduce(or_, (plane ^ _fill(pkt.col_tag[b], n)
-                                           for b, plane in enumerate(col_id))))
+        m.d.comb += [match.eq(matching(pkt.row_tag, pkt.col_tag)),
+                     self.probe_match.eq(matching(self.probe_row, self.probe_col))]
 
         # One packet register per PE: its values shift out, the first at the bottom of the
         # lane; ``left`` (bit planes) counts those behind the one on ``o``.
@@ -403,6 +422,8 @@ class GlobalInputNetwork(wiring.Component):
             deliver.eq(head.valid & accept),
             load.eq(match & _fill(deliver, n)),
             step.eq(take & ~load),
+            self.free.eq(~o.valid | (o.ready & at_end)),
+            self.loaded.eq(load),
         ]
         m.d.sync += o.valid.eq((o.valid & ~(take & at_end)) | load)
         borrow = _ones(n)
@@ -585,6 +606,11 @@ def _external_members(config):
         "cfg": In(stream.Signature(NocCfgWrite(config))),
         "unmatched": Out(UnmatchedFlags),
         "events": Out(NocEvents(config)),
+        # Per input network (``filter``, ``ifmap``, ``psum``): the GIN's probe and per-PE
+        # register state (:class:`GlobalInputNetwork`), for senders that never block it.
+        "gin_state": Out(data.ArrayLayout(GinState(config), 3)),
+        "probe": In(data.ArrayLayout(data.StructLayout({"row": config.noc_id_bits,
+                                                       "col": config.noc_id_bits}), 3)),
     }
 
 
@@ -623,6 +649,14 @@ def _build_noc(m, config, ports, lanes):
             gin.write.payload.value.eq(w.value[:config.noc_id_bits]),
             gin.clear.eq(ports.cfg.valid & _is(w.op, NocCfgOp.CLEAR)),
             getattr(ports.unmatched, name).eq(gin.unmatched),
+        ]
+        state = ports.gin_state[net.value]
+        m.d.comb += [
+            gin.probe_row.eq(ports.probe[net.value].row),
+            gin.probe_col.eq(ports.probe[net.value].col),
+            state.match.eq(gin.probe_match),
+            state.free.eq(gin.free),
+            state.loaded.eq(gin.loaded),
         ]
         m.d.comb += [getattr(ports.events, f"{name}_{field}").eq(getattr(gin.events, field))
                      for field, _ in gin.events.shape()]
@@ -753,7 +787,8 @@ def _forward_external(m, outer, inner):
     for name in ("filter", "ifmap", "psum", "cfg"):
         wiring.connect(m, wiring.flipped(getattr(outer, name)), getattr(inner, name))
     wiring.connect(m, inner.gon, wiring.flipped(outer.gon))
-    m.d.comb += [outer.unmatched.eq(inner.unmatched), outer.events.eq(inner.events)]
+    m.d.comb += [outer.unmatched.eq(inner.unmatched), outer.events.eq(inner.events),
+                 outer.gin_state.eq(inner.gin_state), inner.probe.eq(outer.probe)]
 
 
 class PEArray(wiring.Component):

@@ -107,6 +107,11 @@ def register_map(config):
         R("ERROR_INDEX", 0x02C, Access.RO, "index, in its engine's list, of the command that "
           "stopped the run"),
     ]
+    for e in Engine:
+        if e != Engine.NONE:
+            regs.append(R(f"TAKEN_{e.name}", 0x040 + 4 * e.value, Access.RO,
+                          f"commands the {e.name} engine has started in the current layer "
+                          f"(where a stuck program waits)"))
     for k, (name, desc) in enumerate(COUNTERS.items()):
         regs.append(R(f"{name}_LO", 0x100 + 8 * k, Access.RO, f"{desc} (bits 31:0)"))
         regs.append(R(f"{name}_HI", 0x104 + 8 * k, Access.RO, f"{desc} (bits 63:32)"))
@@ -192,6 +197,7 @@ class Core(wiring.Component):
             "error": Out(ErrorCode),
             "error_engine": Out(Engine),
             "error_index": Out(_COUNT_BITS),
+            "taken": Out(data.ArrayLayout(_COUNT_BITS, 7)),
             "read_cmd": Out(command),
             "read_data": In(stream.Signature(dw)),
             "read_error": In(DmaError),
@@ -235,11 +241,16 @@ class Core(wiring.Component):
                 (Engine.IFMAP, 16, RD_IFMAP, cfg.num_pes),
                 (Engine.PSUM, 32, RD_PSUM, cfg.num_pes)):
             s = GinSender(elem_bits=elem, values_per_packet=dw // elem, word_bits=dw,
-                          glb_addr_width=ga, id_bits=cfg.noc_id_bits, lanes=lanes)
+                          glb_addr_width=ga, id_bits=cfg.noc_id_bits, lanes=lanes,
+                          pes=cfg.num_pes if lanes > 1 else 0)
             m.submodules[f"send_{engine.name.lower()}"] = senders[engine] = s
             wiring.connect(m, s.glb_addr, glb.read_addr[port])
             wiring.connect(m, glb.read_data[port], s.glb_data)
             wiring.connect(m, s.gin, getattr(array, engine.name.lower()))
+        for e in (Engine.IFMAP, Engine.PSUM):
+            net = NocNet[e.name].value
+            m.d.comb += [array.probe[net].eq(senders[e].probe),
+                         senders[e].gin_state.eq(array.gin_state[net])]
         m.submodules.recv = recv = GonReceiver(
             rows=cfg.rows, cols=cfg.cols, values_per_packet=cfg.gon_values_per_packet,
             word_bits=dw, glb_addr_width=ga)
@@ -433,6 +444,7 @@ class Core(wiring.Component):
             ready_to_run.append(ok)
             with m.If(take[k]):
                 m.d.sync += taken[k].eq(taken[k] + 1)
+            m.d.comb += self.taken[k].eq(taken[k])
 
         def glb_end(head, words):
             """The command's GLB words leave the buffer."""
@@ -865,6 +877,11 @@ class Accelerator(wiring.Component):
                                error_engine.as_value(), Const(0, 5), layers)),
             regs.error_index.eq(error_index),
         ]
+        # The core is held in reset while idle: keep the counts of the last layer visible.
+        for e in Engine:
+            if e != Engine.NONE:
+                with m.If(~core_reset):
+                    m.d.sync += getattr(regs, f"taken_{e.name.lower()}").eq(core.taken[e.value])
 
         # Counters: the core's events plus what the bus shows.
         layout = _events_layout(cfg)

@@ -23,6 +23,7 @@ class TB:
     def __init__(self, dut, job):
         self.dut = dut
         self.rng = random.Random(job["seed"])
+        dut.rst.value = 1               # before the first edge: Icarus starts inputs at X
         Clock(dut.clk, 10, unit="ns").start()
         self.mem = HostMemory(dut, "m_axi_", job["memory"])
         self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
@@ -85,6 +86,15 @@ class TB:
             return out
         if kind == "cycle":
             return self.cycle
+        if kind == "peek":
+            # Internal signals by hierarchical name (builds with waves make them visible).
+            out = {}
+            for path in args:
+                handle = self.dut
+                for part in path.split("."):
+                    handle = getattr(handle, part)
+                out[path] = str(handle.value)
+            return out
         raise ValueError(f"unknown step {kind!r}")
 
 

@@ -97,6 +97,11 @@ def build(top, config, *, simulator="verilator", waves=False):
         setup_verilator()
     module = module_name(top)
     text = verilog.convert(build_top(top, config), name=module)
+    if simulator == "icarus":
+        # Icarus 11 runs an ``always @*`` block only when one of its inputs changes, so outputs
+        # of logic whose inputs are constant from time 0 stay X (a bus model then fails on an
+        # X valid or ready); ``always_comb`` also runs once at time 0.
+        text = text.replace("always @*", "always_comb")
     lean = simulator == "verilator" and not waves
     build_args = []
     if simulator == "verilator":
