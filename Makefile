@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The default design (the whole accelerator on the small preset), then a real layer's
+# geometry (AlexNet CONV5, channels reduced to keep the simulation short) through its RTL.
 run: $(STAMP)
 	$(BIN)/rsaccel generate -o build/default
-	$(BIN)/rsaccel bench numerics --count 100000 --softfloat 20000
+	$(BIN)/rsaccel run --layer alexnet.conv5 --max-channels 32 --backend verilator
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: $(STAMP)
@@ -29,8 +31,10 @@ bench: $(STAMP)
 	$(BIN)/rsaccel bench mac-depth --preset eyeriss --depths 1-7
 	$(BIN)/rsaccel bench pe --preset eyeriss
 	$(BIN)/rsaccel bench noc --preset eyeriss
-	$(BIN)/rsaccel generate --preset eyeriss --top array -o build/eyeriss-array
+	$(BIN)/rsaccel generate --preset eyeriss -o build/eyeriss
 	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss; done
+	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend model --batch 4
+	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend verilator --batch 1 --max-channels 16
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

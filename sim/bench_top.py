@@ -14,9 +14,12 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from .memory import HostMemory
+
+PERIOD_NS = 10
 
 
 class TB:
@@ -24,7 +27,7 @@ class TB:
         self.dut = dut
         self.rng = random.Random(job["seed"])
         dut.rst.value = 1               # before the first edge: Icarus starts inputs at X
-        Clock(dut.clk, 10, unit="ns").start()
+        Clock(dut.clk, PERIOD_NS, unit="ns").start()
         self.mem = HostMemory(dut, "m_axi_", job["memory"])
         self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
         rate = job["pause"]
@@ -35,7 +38,6 @@ class TB:
                 while True:
                     yield rng.random() < rate
             self.mem.pause(pattern)
-        self.cycle = 0
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -43,10 +45,10 @@ class TB:
         self.dut.rst.value = 0
         await RisingEdge(self.dut.clk)
 
-    async def count(self):
-        while True:
-            await RisingEdge(self.dut.clk)
-            self.cycle += 1
+    @property
+    def cycle(self):
+        """Clock cycles since time 0 (no coroutine per cycle: Python per cycle is slow)."""
+        return get_sim_time("ns") // PERIOD_NS
 
     async def step(self, kind, *args):
         """Run one step; return its result."""
@@ -118,6 +120,5 @@ async def run_script(dut):
     job = _load(os.environ["TOP_SCRIPT"])
     tb = TB(dut, job)
     await tb.reset()
-    cocotb.start_soon(tb.count())
     results = [await tb.step(*step) for step in job["steps"]]
     _dump(os.environ["TOP_OUT"], results)

@@ -75,6 +75,19 @@ def ports_control(text, module):
     return "`verilator_config\n" + "\n".join(lines) + "\n"
 
 
+def _icarus_time_zero(text):
+    """Make Icarus run every ``always @*`` block once at the start.
+
+    Yosys makes each such block read a dummy register (``$auto$verilog_backend...``)
+    initialised to 0, meant to trigger it at time 0; Icarus 11 sees no event there, so logic
+    whose inputs stay constant from time 0 keeps X outputs (and a bus model fails on an X
+    valid or ready). Setting the register to 1 a moment later is an event.
+    """
+    return re.sub(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$",
+                  lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #1 {mt.group(2)} = 1'h1;",
+                  text, flags=re.MULTILINE)
+
+
 def build(top, config, *, simulator="verilator", waves=False):
     """Generate top ``top`` for ``config`` and build it for ``simulator``; return the build.
 
@@ -98,10 +111,7 @@ def build(top, config, *, simulator="verilator", waves=False):
     module = module_name(top)
     text = verilog.convert(build_top(top, config), name=module)
     if simulator == "icarus":
-        # Icarus 11 runs an ``always @*`` block only when one of its inputs changes, so outputs
-        # of logic whose inputs are constant from time 0 stay X (a bus model then fails on an
-        # X valid or ready); ``always_comb`` also runs once at time 0.
-        text = text.replace("always @*", "always_comb")
+        text = _icarus_time_zero(text)
     lean = simulator == "verilator" and not waves
     build_args = []
     if simulator == "verilator":

@@ -17,8 +17,8 @@ def check(config, work, **kwargs):
     return cycles
 
 
-# The tiny preset only: a Verilator build of the array takes minutes per PE dozen (every
-# signal is public for cocotb), 13 minutes for the small preset's 48 PEs on a busy machine.
+# The tiny preset here; whole layers on the small preset's array run through the accelerator
+# top (tests/test_sw_driver.py).
 @pytest.mark.parametrize("kwargs", [
     {"R": 3, "e": 4, "U": 1, "F": 6, "p": 3},               # one set filling the array
     {"R": 1, "e": 4, "r": 3, "U": 2, "F": 4},               # channel sets chained, stride 2
