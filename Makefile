@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/rsaccel generate --preset eyeriss -o build/eyeriss
 	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss; done
 	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend model --batch 4
-	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend verilator --batch 1 --max-channels 16
+	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend verilator --batch 1 --max-channels 8
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
