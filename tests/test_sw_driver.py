@@ -130,3 +130,16 @@ def test_timeout_stops_a_run():
     acc = Accelerator("tiny", "verilator", timeout=50)
     with pytest.raises(TimeoutError, match="did not finish within 50 cycles"):
         acc.conv2d(x, w, b, stride=p["stride"], padding=p["padding"], groups=p["groups"])
+
+
+@pytest.mark.parametrize("name, channels", [("tiny", 8), ("small", 16)])
+def test_alexnet_conv5_geometry_runs_on_the_rtl(name, channels):
+    # 13 x 13, 3 x 3, padding 1, groups 2, several steps and NoC reprogrammings: this layer
+    # deadlocked the array before the senders skipped rows whose PEs could not take a packet.
+    from rsaccel.cli import _reduced, run_layer
+    from rsaccel.sw.layers import layer
+
+    lay = _reduced(layer("alexnet.conv5"), channels)
+    result = run_layer(preset(name), lay, backend="verilator", seed=1)
+    assert result["mismatches"] == 0 and result["outside_bound"] == 0
+    assert result["stats"].cycles > 0 and result["stats"].counters["MAC_BUSY"] == lay.macs
