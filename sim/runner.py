@@ -88,19 +88,46 @@ def _icarus_time_zero(text):
                   text, flags=re.MULTILINE)
 
 
+def _verilog(top, config, module):
+    """Return the Verilog of ``top`` for ``config``, generated once per version of the gateware.
+
+    Generating a large top takes minutes (about 2 for the eyeriss accelerator), so the text
+    is kept under ``build/verilog/``, keyed by the top, the configuration, the Amaranth version
+    and the source of every gateware module.
+    """
+    from importlib import metadata
+
+    from amaranth.back import verilog
+
+    from ..hw.tops import build_top
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(f"{top}\n{module}\n{sorted(config.to_dict().items())}\n"
+                            f"{metadata.version('amaranth')}\n".encode())
+    for path in sorted([*(root / "hw").glob("*.py"), root / "config.py"]):
+        digest.update(path.read_bytes())
+    cached = BUILD_ROOT / "verilog" / f"{top}-{config.name}-{digest.hexdigest()[:16]}.v"
+    if cached.exists():
+        return cached.read_text()
+    text = verilog.convert(build_top(top, config), name=module)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(text)
+    partial.replace(cached)
+    return text
+
+
 def build(top, config, *, simulator="verilator", waves=False):
     """Generate top ``top`` for ``config`` and build it for ``simulator``; return the build.
 
-    Reuses an earlier build of the same Verilog and options. ``waves`` records a VCD
+    Reuses the Verilog generated for the same gateware sources (:func:`_verilog`) and an
+    earlier build of the same Verilog and options. ``waves`` records a VCD
     (Verilator) or FST (Icarus) trace in each run's directory. A Verilator build without
     ``waves`` is lean (:data:`LEAN_VERILATOR_ARGS`): benches reach only the top's ports; with
     ``waves`` every signal is public and traced, and the build is much slower for big tops.
     Works for any top of ``hw.tops.TOPS``.
     """
-    from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
-
-    from ..hw.tops import build_top
 
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; simulators: {', '.join(SIMULATORS)}")
@@ -109,7 +136,7 @@ def build(top, config, *, simulator="verilator", waves=False):
     if simulator == "verilator":
         setup_verilator()
     module = module_name(top)
-    text = verilog.convert(build_top(top, config), name=module)
+    text = _verilog(top, config, module)
     if simulator == "icarus":
         text = _icarus_time_zero(text)
     lean = simulator == "verilator" and not waves
