@@ -96,6 +96,7 @@ from ..hw.commands import (
     Op,
 )
 from ..hw.noc import NocCfgOp, NocNet
+from .layer_model import _check_array
 from .mapper import Mapping
 from .noc_ids import NETWORKS, noc_map
 
@@ -361,16 +362,6 @@ class Program:
 def _check_base(base):
     if not isinstance(base, int) or base < 0 or base % _ALIGN:
         raise ValueError(f"base must be a non-negative multiple of {_ALIGN}, not {base!r}")
-
-
-def _check_array(name, value, dtype, shape):
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array of {np.dtype(dtype).name}, "
-                        f"not {type(value).__name__}")
-    if value.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, not {value.dtype}")
-    if value.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, not {value.shape}")
 
 
 def chain(programs, base=0):
