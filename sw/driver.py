@@ -23,6 +23,7 @@ import numpy as np
 from ..config import ArrayConfig, preset
 from ..hw.commands import Engine, ErrorCode
 from ..hw.top import COUNTERS, register_map
+from .layer_model import _check_array as _check_type
 from .layers import Conv2d
 from .mapper import map_layer, predict
 from .program import compile_layer
@@ -73,11 +74,7 @@ class Stats:
 
 
 def _check_array(name, value, dtype, ndim):
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array of {np.dtype(dtype).name}, not "
-                        f"{type(value).__name__}")
-    if value.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, not {value.dtype}")
+    _check_type(name, value, dtype, None)
     if value.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, not shape {value.shape}")
 

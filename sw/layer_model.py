@@ -35,12 +35,14 @@ _GEOMETRY = ("N", "C", "M", "H", "W", "R", "S", "stride", "padding", "groups")
 
 
 def _check_array(name, value, dtype, shape):
+    """Raise TypeError/ValueError unless ``value`` is a numpy array of ``dtype`` and ``shape``
+    (any shape when None)."""
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of {np.dtype(dtype).name}, "
                         f"not {type(value).__name__}")
     if value.dtype != dtype:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, not {value.dtype}")
-    if value.shape != tuple(shape):
+    if shape is not None and value.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, not {value.shape}")
 
 

@@ -331,6 +331,33 @@ def segment(dut, row, col, addr, values):
                                               "glb_addr": addr, "values": values})
 
 
+def run_receiver(dut, rng, segments, packets, words, segment_gap, background=()):
+    """Offer ``segments`` (gaps from ``segment_gap()``) and ``packets`` to receiver ``dut``
+    under random stalls; return the ``words`` writes as ``(addr, data)``, and check that the
+    receiver ends idle, without error, with every segment retired."""
+    got = []
+
+    async def open_segments(ctx):
+        for s in segments:
+            await stream_put(ctx, dut.segment, s, gap=segment_gap())
+
+    async def send(ctx):
+        for p in packets:
+            await stream_put(ctx, dut.gon, p, gap=stall(rng))
+
+    async def collect(ctx):
+        while len(got) < words:
+            w = await stream_get(ctx, dut.write, stall=stall(rng))
+            got.append((w & 0xFF, w >> 8))
+        await ctx.tick().repeat(10)
+        assert not ctx.get(dut.busy) and not ctx.get(dut.error)
+        assert ctx.get(dut.retired) == len(segments)
+
+    run_simulation(dut, open_segments, send, collect, background=list(background),
+                   deadline_cycles=40_000)
+    return got
+
+
 def receiver_monitor(dut, log):
     """Return a background bench appending, per cycle, the segment taken (or None), the write
     transferred (``(addr, data)`` or None), ``retired`` and ``busy``."""
@@ -420,25 +447,7 @@ def test_receiver_random_segments_and_packets(V, word_bits):
                                                                                     V)])
         segments += [round_segments[k] for k in rng.permutation(len(round_segments))]
         packets += interleave(rng, round_packets)
-    got = []
-
-    async def open_segments(ctx):
-        for s in segments:
-            await stream_put(ctx, dut.segment, s, gap=stall(rng, most=6))
-
-    async def send(ctx):
-        for p in packets:
-            await stream_put(ctx, dut.gon, p, gap=stall(rng))
-
-    async def collect(ctx):
-        while len(got) < len(want):
-            w = await stream_get(ctx, dut.write, stall=stall(rng))
-            got.append((w & 0xFF, w >> 8))
-        await ctx.tick().repeat(10)
-        assert not ctx.get(dut.busy) and not ctx.get(dut.error)
-        assert ctx.get(dut.retired) == len(segments)
-
-    run_simulation(dut, open_segments, send, collect, deadline_cycles=40_000)
+    got = run_receiver(dut, rng, segments, packets, len(want), lambda: stall(rng, most=6))
     assert sorted(got) == sorted(want.items())          # each word once, at its address
 
 
@@ -473,25 +482,9 @@ def test_receiver_pending_segments_with_overlapping_rounds(V, word_bits):
         oldest = min(q[0][0] for q in queues.values() if q)
         ready = [q for q in queues.values() if q and q[0][0] <= oldest + 1]
         packets.append(ready[int(rng.integers(0, len(ready)))].popleft()[1])
-    got, log = [], []
-
-    async def open_segments(ctx):
-        for s in segments:
-            await stream_put(ctx, dut.segment, s, gap=stall(rng, p=0.2))
-
-    async def send(ctx):
-        for p in packets:
-            await stream_put(ctx, dut.gon, p, gap=stall(rng))
-
-    async def collect(ctx):
-        while len(got) < len(want):
-            w = await stream_get(ctx, dut.write, stall=stall(rng))
-            got.append((w & 0xFF, w >> 8))
-        await ctx.tick().repeat(10)
-        assert not ctx.get(dut.busy) and not ctx.get(dut.error)
-
-    run_simulation(dut, open_segments, send, collect, background=[receiver_monitor(dut, log)],
-                   deadline_cycles=40_000)
+    log = []
+    got = run_receiver(dut, rng, segments, packets, len(want), lambda: stall(rng, p=0.2),
+                       background=[receiver_monitor(dut, log)])
     assert sorted(got) == sorted(want.items())
     check_retired(log, P)
 
