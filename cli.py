@@ -41,10 +41,11 @@ def cmd_synth(args):
 
 def cmd_map(args):
     from .sw.layers import layer
-    from .sw.mapper import format_mapping, map_layer, predict
+    from .sw.mapper import CostModel, format_mapping, map_layer, predict
 
-    mapping = map_layer(layer(args.layer, batch=args.batch), _config(args))
-    print(format_mapping(mapping, predict(mapping)))
+    model = CostModel(dram_bytes_per_cycle=args.dram_bandwidth)
+    mapping = map_layer(layer(args.layer, batch=args.batch), _config(args), model=model)
+    print(format_mapping(mapping, predict(mapping, model=model)))
 
 
 def _reduced(lay, max_channels):
@@ -60,6 +61,14 @@ def _reduced(lay, max_channels):
     return dataclasses.replace(lay, C=C, M=M)
 
 
+def _add_memory_args(p):
+    p.add_argument("--dram-bandwidth", type=float, default=None, metavar="BYTES",
+                   help="DRAM bytes per cycle, reads and writes together (default: one AXI "
+                        "word); the mapper plans for it, the simulated memory keeps to it")
+    p.add_argument("--dram-latency", type=int, default=0, metavar="CYCLES",
+                   help="cycles from a read's address to its data (simulation)")
+
+
 def _progress_bar(cycles, predicted):
     width = 30
     done = min(1.0, cycles / predicted) if predicted else 0.0
@@ -68,7 +77,8 @@ def _progress_bar(cycles, predicted):
           file=sys.stderr, flush=True)
 
 
-def run_layer(config, lay, *, backend, seed=0, waves=False, pause=0.0, progress=False):
+def run_layer(config, lay, *, backend, seed=0, waves=False, pause=0.0, progress=False,
+              dram_bandwidth=None, dram_latency=0):
     """Run ``lay`` with random data on ``backend``; return a dict of the checks and figures."""
     import numpy as np
 
@@ -81,7 +91,8 @@ def run_layer(config, lay, *, backend, seed=0, waves=False, pause=0.0, progress=
         .astype(np.float16)
     bias = rng.uniform(-0.5, 0.5, lay.M).astype(np.float32) if lay.bias else None
     acc = Accelerator(config, backend, waves=waves, pause=pause, seed=seed,
-                      progress=_progress_bar if progress else None)
+                      progress=_progress_bar if progress else None,
+                      dram_bandwidth=dram_bandwidth, dram_latency=dram_latency)
     y = acc.conv2d(x, w, bias, stride=lay.stride, padding=lay.padding, groups=lay.groups,
                    relu=lay.relu)
     if progress:
@@ -110,8 +121,9 @@ def format_run(result):
         f"{100 * s.utilization:.1f}%"),
         "  accesses (16-bit): " + ", ".join(f"{k} {v:,}" for k, v in s.accesses.items()),
         f"  energy {s.energy:,.0f} (normalized), {s.energy_per_mac:.2f} per MAC",
-        (f"  wall {s.wall_seconds:.1f} s, {s.cycles / max(s.wall_seconds, 1e-9):,.0f} "
-        f"simulated cycles/s"),
+        f"  wall {s.wall_seconds:.1f} s" + (
+            f", simulation {s.sim_seconds:.1f} s: {s.cycles / max(s.sim_seconds, 1e-9):,.0f} "
+            f"simulated cycles/s" if s.sim_seconds is not None else ""),
     ]
     ref = EYERISS_ALEXNET.get(lay.name)
     if ref is not None:
@@ -125,7 +137,8 @@ def cmd_run(args):
 
     lay = _reduced(layer(args.layer, batch=args.batch), args.max_channels)
     result = run_layer(_config(args), lay, backend=args.backend, seed=args.seed,
-                       waves=args.waves, pause=args.pause, progress=args.backend != "model")
+                       waves=args.waves, pause=args.pause, progress=args.backend != "model",
+                       dram_bandwidth=args.dram_bandwidth, dram_latency=args.dram_latency)
     print(format_run(result))
     return 0 if result["mismatches"] == 0 and result["outside_bound"] == 0 else 1
 
@@ -153,7 +166,8 @@ def _bench_alexnet(config, args):
     for k in range(1, 6):
         lay = _reduced(layer(f"alexnet.conv{k}", batch=args.batch), args.max_channels)
         result = run_layer(config, lay, backend=args.backend, seed=args.seed,
-                           progress=args.backend != "model")
+                           progress=args.backend != "model", dram_bandwidth=args.dram_bandwidth,
+                           dram_latency=args.dram_latency)
         print(format_run(result), flush=True)
         failed |= bool(result["mismatches"] or result["outside_bound"])
         rows.append((lay, result["stats"], EYERISS_ALEXNET[lay.name]))
@@ -162,14 +176,15 @@ def _bench_alexnet(config, args):
                                if args.max_channels else "") + "; Eyeriss: JSSC 2017, batch 4")
     print(f"{'layer':<14}{'cycles':>12}{'predicted':>12}{'rtl/pred':>9}{'util':>7}"
           f"{'Eyeriss':>8}{'DRAM MB':>9}{'Eyeriss':>8}{'GLB acc':>12}{'energy/MAC':>11}"
-          f"{'wall s':>8}{'cyc/s':>9}")
+          f"{'sim s':>8}{'cyc/s':>9}")
     for lay, s, ref in rows:
         dram_mb = 2 * s.accesses["dram"] / 1e6
         print(f"{lay.name:<14}{s.cycles:>12,}{s.predicted_cycles:>12,}"
               f"{s.cycles / max(1, s.predicted_cycles):>9.3f}{100 * s.utilization:>6.1f}%"
               f"{100 * ref['utilization']:>7.0f}%{dram_mb:>9.2f}{ref['dram_bytes'] / 1e6:>8.1f}"
-              f"{s.accesses['glb']:>12,}{s.energy_per_mac:>11.2f}{s.wall_seconds:>8.1f}"
-              f"{s.cycles / max(s.wall_seconds, 1e-9):>9,.0f}")
+              f"{s.accesses['glb']:>12,}{s.energy_per_mac:>11.2f}"
+              + (f"{s.sim_seconds:>8.1f}{s.cycles / max(s.sim_seconds, 1e-9):>9,.0f}"
+                 if s.sim_seconds is not None else f"{'-':>8}{'-':>9}"))
     return failed
 
 
@@ -249,8 +264,11 @@ def main(argv=None):
     p.add_argument("--backend", default="verilator", choices=["model", "verilator", "icarus"])
     p.add_argument("--max-channels", type=int, help="cap C and M (a reduced layer)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pause", type=float, default=0.0, help="AXI stall rate (simulation)")
+    p.add_argument("--pause", type=float, default=0.0,
+                   help="random AXI stalls at this rate, with cocotbext-axi's memory in Python "
+                        "(simulation; slow)")
     p.add_argument("--waves", action="store_true", help="record a waveform (simulation)")
+    _add_memory_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("map", help="map a layer onto the array; print the mapping and its "
@@ -258,6 +276,7 @@ def main(argv=None):
     _add_config_args(p)
     p.add_argument("--layer", required=True, help="e.g. alexnet.conv3, vgg16.conv4_2")
     p.add_argument("--batch", type=int, default=4)
+    _add_memory_args(p)
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
@@ -282,6 +301,7 @@ def main(argv=None):
     p.add_argument("--depths", type=_depths, default=_depths("1-6"),
                    help="MAC pipeline depths for mac-depth, e.g. 1-6")
     p.add_argument("-o", "--output", type=Path, default=Path("build/bench"))
+    _add_memory_args(p)
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)

@@ -19,11 +19,15 @@ from pathlib import Path
 from ..hw.tops import module_name
 from .tools import BUILD_ROOT, icarus_available, setup_verilator
 
-__all__ = ["LEAN_VERILATOR_ARGS", "SIMULATORS", "Build", "available_simulators", "build",
-           "ports_control", "run", "top_ports"]
+__all__ = ["HARNESS_MEMORY", "LEAN_VERILATOR_ARGS", "SIMULATORS", "Build",
+           "available_simulators", "build", "ports_control", "run", "top_ports"]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")          # Amaranth writes no `timescale
+HARNESS = Path(__file__).resolve().parent / "hdl" / "harness.v"
+#: Bytes of host memory in the HDL harness (``sim/hdl/harness.v``) per simulator: Icarus keeps
+#: four-state words and runs only small layers.
+HARNESS_MEMORY = {"verilator": 1 << 27, "icarus": 1 << 23}
 
 #: Verilator options of a lean build (every Verilator build but ``waves=True``), on top of
 #: ``-Wno-fatal``. cocotb's runner always passes ``--public-flat-rw``, which keeps every signal
@@ -47,6 +51,7 @@ class Build:
     module: str
     directory: Path
     waves: bool
+    parameters: dict
 
 
 @contextmanager
@@ -117,8 +122,11 @@ def _verilog(top, config, module):
     return text
 
 
-def build(top, config, *, simulator="verilator", waves=False):
+def build(top, config, *, simulator="verilator", waves=False, harness=False):
     """Generate top ``top`` for ``config`` and build it for ``simulator``; return the build.
+
+    ``harness`` (the ``top`` only) builds the accelerator inside ``sim/hdl/harness.v``, which
+    generates the clock and holds the host memory, so that long runs need no Python per cycle.
 
     Reuses the Verilog generated for the same gateware sources (:func:`_verilog`) and an
     earlier build of the same Verilog and options. ``waves`` records a VCD
@@ -135,16 +143,27 @@ def build(top, config, *, simulator="verilator", waves=False):
         raise RuntimeError("Icarus Verilog is not installed (iverilog and vvp not on PATH)")
     if simulator == "verilator":
         setup_verilator()
+    if harness and top != "top":
+        raise ValueError(f"the harness holds the accelerator top, not {top!r}")
     module = module_name(top)
     text = _verilog(top, config, module)
     if simulator == "icarus":
         text = _icarus_time_zero(text)
     lean = simulator == "verilator" and not waves
-    build_args = []
+    build_args, parameters = [], {}
     if simulator == "verilator":
         build_args = ["-Wno-fatal", *(LEAN_VERILATOR_ARGS if lean else ())]
-    key = hashlib.sha256(f"{simulator}\n{waves}\n{build_args}\n{text}".encode()).hexdigest()[:16]
-    directory = BUILD_ROOT / "sim" / f"{simulator}-{top}-{config.name}-{key}"
+    if harness:
+        text += HARNESS.read_text()
+        module = "rsaccel_harness"
+        parameters = {"AXI_ADDR": config.axi_addr_bits, "AXI_DATA": config.axi_data_bits,
+                      "AXI_ID": config.axi_id_bits, "AXIL_ADDR": config.axil_addr_bits,
+                      "MEM_WORDS": HARNESS_MEMORY[simulator] * 8 // config.axi_data_bits}
+        if simulator == "verilator":
+            build_args.append("--timing")
+    key = hashlib.sha256(f"{simulator}\n{waves}\n{build_args}\n{parameters}\n{text}".encode())
+    key = key.hexdigest()[:16]
+    directory = BUILD_ROOT / "sim" / f"{simulator}-{module}-{config.name}-{key}"
     stamp = directory / "built.stamp"
     with _locked(directory.with_suffix(".lock")):
         if not stamp.exists():
@@ -157,10 +176,10 @@ def build(top, config, *, simulator="verilator", waves=False):
                 sources[-1].write_text(ports_control(text, module))
             runner = get_runner(simulator)
             runner.build(sources=sources, hdl_toplevel=module, build_dir=directory,
-                         build_args=build_args, timescale=TIMESCALE, waves=waves,
-                         log_file=directory / "build.log")
+                         build_args=build_args, parameters=parameters, timescale=TIMESCALE,
+                         waves=waves, log_file=directory / "build.log")
             stamp.write_text(key)
-    return Build(simulator, module, directory, waves)
+    return Build(simulator, module, directory, waves, parameters)
 
 
 def run(bld, test_module, *, name="run", testcase=None, env=None, seed=None):
@@ -182,7 +201,8 @@ def run(bld, test_module, *, name="run", testcase=None, env=None, seed=None):
         # Icarus's runner keeps the compiled file name from its build step; it rebuilds only
         # when the source is newer, so this is cheap.
         runner.build(sources=[bld.directory / f"{bld.module}.v"], hdl_toplevel=bld.module,
-                     build_dir=bld.directory, timescale=TIMESCALE, waves=bld.waves)
+                     build_dir=bld.directory, parameters=bld.parameters, timescale=TIMESCALE,
+                     waves=bld.waves)
     runner.test(test_module=test_module, hdl_toplevel=bld.module, hdl_toplevel_lang="verilog",
                 build_dir=bld.directory,
                 test_dir=test_dir, testcase=testcase, extra_env=dict(env or {}), seed=seed,

@@ -12,8 +12,10 @@ __all__ = ["BUILD_ROOT", "icarus_available", "setup_verilator", "verilator_versi
 BUILD_ROOT = Path(os.environ.get("RSACCEL_BUILD", Path(__file__).resolve().parent.parent / "build"))
 
 # The PyPI wheel's verilated.mk lacks these configure values; without them designs large
-# enough for precompiled headers fail to link (DESIGN.md, "Toolchain facts").
-_VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+# enough for precompiled headers fail to link (DESIGN.md, "Toolchain facts"), and g++ 12
+# cannot compile a model with timing (``--timing``: the C++ coroutines need -fcoroutines).
+_VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread "
+                        "CFG_CXXFLAGS_COROUTINES=-fcoroutines")
 
 
 @functools.cache

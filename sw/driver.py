@@ -7,9 +7,12 @@ host memory, and hands the image to a *transport*:
 * ``"model"``: the bit-exact program model (:mod:`rsaccel.sw.program_model`) runs the command
   lists; cycles are the mapper's prediction.
 * ``"verilator"``, ``"icarus"``: the generated Verilog of the ``top`` runs under cocotb
-  (``sim/bench_top.py``); the image is written to the simulated memory (cocotbext-axi AxiRam),
-  the layer is started through the AXI4-Lite registers, and the results come back through the
-  real AXI paths; cycles and access counts are the hardware's counters.
+  (``sim/bench_top.py``); the image is written to the simulated memory, the layer is started
+  through the AXI4-Lite registers (cocotbext-axi), and the results come back through the real
+  AXI paths; cycles and access counts are the hardware's counters. The memory and the clock
+  are in the HDL harness (``sim/hdl/harness.v``: whole layers at Verilator speed, with the
+  DRAM bandwidth and latency given), or, with ``pause``, cocotbext-axi's AxiRam stalling every
+  channel at random (Python on every cycle: small layers only).
 
 After each call ``stats`` holds cycles, MAC utilization, accesses per memory level and the
 normalized energy (Eyeriss's costs: DRAM 200, GLB 6, NoC 2, scratchpad 1, MAC 1).
@@ -25,7 +28,7 @@ from ..hw.commands import Engine, ErrorCode
 from ..hw.top import COUNTERS, register_map
 from .layer_model import _check_array as _check_type
 from .layers import Conv2d
-from .mapper import map_layer, predict
+from .mapper import CostModel, map_layer, predict
 from .program import compile_layer
 
 __all__ = ["BACKENDS", "COSTS", "Accelerator", "AcceleratorError", "Stats"]
@@ -58,6 +61,8 @@ class Stats:
     accesses: dict = field(default_factory=dict)
     counters: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    #: Seconds the simulator took for the layer's cycles alone (None: no simulator).
+    sim_seconds: float | None = None
 
     @property
     def utilization(self):
@@ -104,16 +109,20 @@ class ModelTransport:
             "glb": sum(c["glb_reads"].values()) + sum(c["glb_writes"].values()),
             "noc": noc.get("filter", 0) + noc.get("ifmap", 0)
             + 2 * (noc.get("psum", 0) + noc.get("gon", 0)),
-        }
+        }, None
 
 
 class SimTransport:
     """Run programs on the generated Verilog under cocotb (``simulator``: verilator or icarus);
-    ``pause`` stalls every AXI channel at that rate; ``waves`` records a trace."""
+    ``pause`` stalls every AXI channel at that rate (AxiRam), else the HDL harness's memory
+    moves ``bandwidth`` bytes per cycle and answers reads after ``latency`` cycles; ``waves``
+    records a trace."""
 
-    def __init__(self, config, simulator, *, pause=0.0, waves=False, seed=0, progress=None):
+    def __init__(self, config, simulator, *, pause=0.0, waves=False, seed=0, progress=None,
+                 bandwidth=None, latency=0):
         self.config, self.simulator = config, simulator
         self.pause, self.waves, self.seed, self.progress = pause, waves, seed, progress
+        self.bandwidth, self.latency = bandwidth, latency
         self.regs = {reg.name: reg.address for reg in register_map(config)}
 
     def run(self, program, image, base, timeout_cycles):
@@ -124,38 +133,48 @@ class SimTransport:
                  ("reg_write", regs["WINDOW_SIZE"], len(image)),
                  ("reg_write", regs["IRQ_ENABLE"], 3),
                  ("reg_write", regs["DESC_ADDR"], base),
-                 ("reg_write", regs["CTRL"], 1),
-                 ("wait_irq", timeout_cycles),
-                 ("reg_read", regs["STATUS"]),
-                 ("reg_read", regs["ERROR_INDEX"]),
-                 ("mem_read", base, len(image))]
-        for name in COUNTERS:
-            steps += [("reg_read", regs[f"{name}_LO"]), ("reg_read", regs[f"{name}_HI"])]
+                 ("time",),
+                 ("reg_write", regs["CTRL"], 1)]
+        k = len(steps)
+        steps += [("wait_irq", timeout_cycles),
+                  ("time",),
+                  ("reg_read", regs["STATUS"]),
+                  ("reg_read", regs["ERROR_INDEX"]),
+                  ("mem_read", base, len(image)),
+                  ("fault",)]
+        steps += [("reg_read", regs[f"{name}_{half}"]) for name in COUNTERS for half in ("LO", "HI")]
         res = run_script(self.config, steps, memory=base + len(image), simulator=self.simulator,
                          pause=self.pause, seed=self.seed, waves=self.waves, name="driver",
-                         progress=self.progress)
-        if res[6] is None:
+                         progress=self.progress, harness=not self.pause,
+                         bandwidth=self.bandwidth or self.config.axi_data_bits / 8,
+                         latency=self.latency)
+        waited, end, (status, _), (index, _), memory, fault = res[k:k + 6]
+        if fault is not None:
+            raise RuntimeError(f"the accelerator's memory access at {fault:#x} broke the AXI "
+                               f"rules or left the memory (a hardware bug)")
+        if waited is None:
             raise TimeoutError(f"the accelerator did not finish within {timeout_cycles} cycles")
-        status, index = res[7][0], res[8][0]
-        code = ErrorCode(status >> 4 & 15)
         if status >> 2 & 1:
-            raise AcceleratorError(code, Engine(status >> 8 & 7), index)
-        values = [v for v, _ in res[10:]]
-        counters = {name: values[2 * k] | values[2 * k + 1] << 32
-                    for k, name in enumerate(COUNTERS)}
-        return res[9], counters, None
+            raise AcceleratorError(ErrorCode(status >> 4 & 15), Engine(status >> 8 & 7), index)
+        values = [v for v, _ in res[k + 6:]]
+        counters = {name: values[2 * j] | values[2 * j + 1] << 32
+                    for j, name in enumerate(COUNTERS)}
+        return memory, counters, None, end - res[k - 2]
 
 
 class Accelerator:
     """The accelerator of ``config`` (an ArrayConfig or a preset name) on ``backend``.
 
     ``timeout``: the most cycles a layer may take (None: 20 times the predicted cycles plus
-    100000). Simulation options: ``pause`` (AXI stall rate), ``waves``, ``seed``, and
+    100000). ``dram_bandwidth``: bytes per cycle the memory moves, reads and writes together
+    (None: one AXI word); the mapper plans for it and the simulated memory keeps to it, which
+    answers reads ``dram_latency`` cycles after their address. Simulation options: ``pause``
+    (random AXI stalls in every channel, with the Python memory), ``waves``, ``seed``, and
     ``progress``: called now and then with ``(cycles so far, predicted cycles)``.
     """
 
     def __init__(self, config="small", backend="model", *, timeout=None, pause=0.0,
-                 waves=False, seed=0, progress=None):
+                 waves=False, seed=0, progress=None, dram_bandwidth=None, dram_latency=0):
         if isinstance(config, str):
             config = preset(config)
         if not isinstance(config, ArrayConfig):
@@ -164,9 +183,20 @@ class Accelerator:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if timeout is not None:
             _int("timeout", timeout, 1)
+        _int("dram_latency", dram_latency, 0)
+        if dram_bandwidth is not None and not (isinstance(dram_bandwidth, (int, float))
+                                               and 0 < dram_bandwidth <= config.axi_data_bits / 4):
+            raise ValueError(f"dram_bandwidth must be a number of bytes per cycle in (0, "
+                             f"{config.axi_data_bits // 4}] (two AXI words), not "
+                             f"{dram_bandwidth!r}")
+        if pause and (dram_bandwidth is not None or dram_latency):
+            raise ValueError("pause runs the memory in Python, which keeps no dram_bandwidth "
+                             "or dram_latency: give one or the other")
         self.config, self.backend, self.timeout = config, backend, timeout
+        self.cost_model = CostModel(dram_bytes_per_cycle=dram_bandwidth)
         self.transport = ModelTransport(config) if backend == "model" else \
-            SimTransport(config, backend, pause=pause, waves=waves, seed=seed)
+            SimTransport(config, backend, pause=pause, waves=waves, seed=seed,
+                         bandwidth=dram_bandwidth, latency=dram_latency)
         self._progress = progress
         self.stats = Stats(backend=backend)
         self.last_program = None
@@ -217,17 +247,18 @@ class Accelerator:
 
     def _run(self, layer, x, w, bias, out_fp16):
         start = time.perf_counter()
-        mapping = map_layer(layer, self.config)
+        mapping = map_layer(layer, self.config, model=self.cost_model)
         program = compile_layer(self.config, mapping, relu=layer.relu, out_fp16=out_fp16,
                                 has_bias=layer.bias)
         self.last_program = program
         image = program.image(x, w, bias, base=_BASE)
-        pred = predict(mapping)
+        pred = predict(mapping, model=self.cost_model)
         predicted = int(pred["cycles"])
         timeout = self.timeout or 20 * predicted + 100_000
         if self._progress is not None and self.backend != "model":
             self.transport.progress = lambda cycles: self._progress(cycles, predicted)
-        memory, counters, counts = self.transport.run(program, image, _BASE, timeout)
+        memory, counters, counts, sim_seconds = self.transport.run(program, image, _BASE,
+                                                                   timeout)
         y = program.output(memory, _BASE, origin=_BASE)
         stats = Stats(backend=self.backend, predicted_cycles=predicted, macs=layer.macs,
                       pes=self.config.num_pes)
@@ -247,5 +278,6 @@ class Accelerator:
             stats.accesses = dict(counts, glb=self.config.glb_word_bits // 16 * counts["glb"],
                                   spad=int(pred["spad"]["total"]))
         stats.wall_seconds = time.perf_counter() - start
+        stats.sim_seconds = sim_seconds
         self.stats = stats
         return y.astype(np.float16 if out_fp16 else np.float32, copy=False)
