@@ -58,7 +58,7 @@ class TB:
     @property
     def cycle(self):
         """Clock cycles since time 0 (no coroutine per cycle: Python per cycle is slow)."""
-        return get_sim_time("ns") // PERIOD_NS
+        return int(get_sim_time("ns")) // PERIOD_NS
 
     async def step(self, kind, *args):
         """Run one step; return its result."""
