@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# Eyeriss's DRAM link: 64 bits at 60 MHz for a 200 MHz core (DESIGN.md), 2.4 bytes a cycle.
+DRAM   ?= --dram-bandwidth 2.4
 
 .PHONY: setup run test bench lint clean
 
@@ -32,9 +34,9 @@ bench: $(STAMP)
 	$(BIN)/rsaccel bench pe --preset eyeriss
 	$(BIN)/rsaccel bench noc --preset eyeriss
 	$(BIN)/rsaccel generate --preset eyeriss -o build/eyeriss
-	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss; done
-	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend model --batch 4
-	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend verilator --batch 1 --max-channels 8
+	for l in 1 2 3 4 5; do $(BIN)/rsaccel map --layer alexnet.conv$$l --preset eyeriss $(DRAM); done
+	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend model --batch 4 $(DRAM)
+	$(BIN)/rsaccel bench alexnet --preset eyeriss --backend verilator --batch 4 $(DRAM)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
