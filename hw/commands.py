@@ -17,7 +17,7 @@ The controller runs seven *engines* concurrently, each from its own list of comm
             with tags ``(row_tag, col_tag)`` (:class:`rsaccel.hw.movers.GinSender`). FILTER and
             IFMAP values are FP16, PSUM values FP32 (initial accumulators: bias or psums of an
             earlier pass). Each sender interleaves its rows packet by packet, up to its number
-            of lanes (FILTER: 1; IFMAP and PSUM: one per PE).
+            of lanes (FILTER: one per PE column; IFMAP and PSUM: one per PE).
 ``RECV``    GON -> GLB: the next ``count`` psums of PE ``(src_row, src_col)`` go, in arrival
             order, to GLB words from ``glb_addr`` on (:class:`rsaccel.hw.movers.GonReceiver`;
             each source may have one segment open and one pending).

@@ -19,7 +19,7 @@ with ``p >= mac_stages`` issues one MAC per cycle; with fewer filters it waits f
 leave the MAC pipeline and stays exact.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -127,7 +127,8 @@ class PE(wiring.Component):
         ``(s * q + c) * p + f``, before any MAC of the primitive.
     ``ifmap_in`` : ``In(stream.Signature(FP16))``
         Exactly ``W * q`` values, column by column (``c`` inner). Each enters once and is held
-        in the ifmap scratchpad until its last use; loading overlaps computing. When ``U > S``
+        in the ifmap scratchpad until its last use; loading overlaps computing and runs up to
+        ``ifmap_depth // q`` columns (the scratchpad's whole columns) ahead of the window. When ``U > S``
         the columns that no output uses are taken and dropped.
     ``psum_in`` : ``In(stream.Signature(FP32))``
         With ``use_psum_in``: exactly ``F * p`` values in ``(x, f)`` order, the initial
@@ -247,7 +248,12 @@ class PE(wiring.Component):
         p_m1 = _index(lim["p"])
         q_m1 = _index(lim["q"])
         F_m1 = _index(lim["F"])
-        qs_m1 = _index(self.ifmap_depth)                    # q * S - 1: ifmap entries used
+        # The ifmap scratchpad is a ring of whole columns, as many as fit (at least S): the
+        # loader runs up to ``depth // q - S`` columns ahead of the window in use, so that
+        # PEs sharing an ifmap row a few columns apart (a diagonal of a chain) do not hold
+        # each other up.
+        ring_m1 = _index(self.ifmap_depth)                  # entries in the ring - 1
+        wide = Signal()                                     # U >= S: windows do not overlap
         use_psum = Signal()
 
         # Stage A: loop counters, also the filter load's address counters.
@@ -355,7 +361,7 @@ class PE(wiring.Component):
         iv_set = Mux(w_write, _onehot(w_addr, self.ifmap_depth), 0)
         iv_clr = Mux(free, _onehot(rd_addr, self.ifmap_depth), 0)
         with m.If(w_write):
-            m.d.sync += w_addr.eq(Mux(w_addr == qs_m1, 0, w_addr + 1))
+            m.d.sync += w_addr.eq(Mux(w_addr == ring_m1, 0, w_addr + 1))
         with m.If(w_take):
             m.d.sync += w_c.eq(w_c + 1)
             with m.If(w_c == q_m1):
@@ -378,13 +384,15 @@ class PE(wiring.Component):
                         m.d.sync += [s.eq(0), f_addr.eq(0)]
 
         # Ifmap read address: next entry per (s, c); base(x + 1) = base(x) + U (U < S) is the
-        # address seen at s == U, c == 0; with U >= S every output starts at entry 0.
+        # address seen at s == U, c == 0; with U >= S the loader keeps S columns per output,
+        # so the next output starts just after this one's last entry.
         capture = a_fire & (s == U) & ~c.any()
+        rd_next = Mux(rd_addr == ring_m1, 0, rd_addr + 1)
         with m.If(capture):
             m.d.sync += next_base.eq(rd_addr)
         with m.If(a_fire & f_last):
-            m.d.sync += rd_addr.eq(Mux(rd_addr == qs_m1, 0, rd_addr + 1))
-            with m.If(c_last & s_last):
+            m.d.sync += rd_addr.eq(rd_next)
+            with m.If(c_last & s_last & ~wide):
                 m.d.sync += rd_addr.eq(Mux(capture, rd_addr, next_base))
         with m.If(a_fire & group_last):
             m.d.sync += x.eq(x + 1)
@@ -392,6 +400,11 @@ class PE(wiring.Component):
                 m.d.sync += a_run.eq(0)
 
         cfg = self.cfg.payload
+        # Ring entries - 1 per q: whole columns of q values, as many as the scratchpad holds.
+        depth = self.ifmap_depth
+        ring_table = Array(Const(depth // q * q - 1 if 0 < q <= depth else depth - 1,
+                                 len(ring_m1))
+                           for q in range(1 << len(cfg.q)))
         m.d.comb += self.cfg.ready.eq(self.idle)
         m.d.sync += ivalid.eq((ivalid & ~iv_clr) | iv_set)
         # Idle -> (load) -> run -> idle; "run" lasts until the last psum has left.
@@ -401,7 +414,8 @@ class PE(wiring.Component):
         with m.If(self.cfg.valid & self.idle):
             m.d.sync += [
                 S.eq(cfg.S), U.eq(cfg.U), S_m1.eq(cfg.S - 1), p_m1.eq(cfg.p - 1),
-                q_m1.eq(cfg.q - 1), F_m1.eq(cfg.F - 1), qs_m1.eq(cfg.q * cfg.S - 1),
+                q_m1.eq(cfg.q - 1), F_m1.eq(cfg.F - 1), ring_m1.eq(ring_table[cfg.q]),
+                wide.eq(cfg.U >= cfg.S),
                 use_psum.eq(cfg.use_psum_in),
                 x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0),
                 rd_addr.eq(0), next_base.eq(0),

@@ -64,8 +64,8 @@ COUNTERS = {
 }
 
 ID_VALUE = 0x52534131       # "RSA1"
-_FETCH_DEPTH = 8            # commands queued per engine
-_FETCH_BURST = 4            # commands per list read
+_FETCH_DEPTH = 16           # commands queued per engine
+_FETCH_BURST = 8            # commands per list read
 _COUNT_BITS = 24            # completed-command counters
 _SETTLE = 4                 # idle cycles that end a layer
 
@@ -235,14 +235,16 @@ class Core(wiring.Component):
         m.submodules.array = array = PEArray(cfg, make_pe)
         pes = [pe for row in array.pes for pe in row]
 
+        # Filter rows go to PEs that take one value per cycle: the filter sender interleaves
+        # up to a row of PEs' rows, so that the PEs of a row load their filters together.
         senders = {}
-        for engine, elem, port, lanes in (
-                (Engine.FILTER, 16, RD_FILTER, 1),
-                (Engine.IFMAP, 16, RD_IFMAP, cfg.num_pes),
-                (Engine.PSUM, 32, RD_PSUM, cfg.num_pes)):
+        for engine, elem, port, lanes, probe in (
+                (Engine.FILTER, 16, RD_FILTER, cfg.cols, False),
+                (Engine.IFMAP, 16, RD_IFMAP, cfg.num_pes, True),
+                (Engine.PSUM, 32, RD_PSUM, cfg.num_pes, True)):
             s = GinSender(elem_bits=elem, values_per_packet=dw // elem, word_bits=dw,
                           glb_addr_width=ga, id_bits=cfg.noc_id_bits, lanes=lanes,
-                          pes=cfg.num_pes if lanes > 1 else 0)
+                          pes=cfg.num_pes if probe else 0)
             m.submodules[f"send_{engine.name.lower()}"] = senders[engine] = s
             wiring.connect(m, s.glb_addr, glb.read_addr[port])
             wiring.connect(m, glb.read_data[port], s.glb_data)

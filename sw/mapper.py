@@ -56,7 +56,8 @@ change it.
 
 Cost model (:func:`predict`)
 ----------------------------
-An analytic model, to be calibrated against the RTL controller (not built yet). Per run:
+An analytic model of what the RTL does (calibrated on reduced AlexNet layers on the small
+preset, within about 5% of the RTL's cycles). Per run:
 
 * PE timing from :class:`rsaccel.hw.pe.PE`: an output column takes ``per_x = p*q*S`` cycles
   when ``p >= mac_stages`` (else ``p + (q*S - 1) * mac_stages``), and at least ``U * q`` (ifmap
@@ -70,14 +71,26 @@ An analytic model, to be calibrated against the RTL controller (not built yet). 
   ``"run"``/``"pass"``: lockstep, the array drains after every run/pass and waits for all the
   filters of a run. A run lasts at least ``r*h * lag + glb_latency``: the next step of the same
   outputs needs this one's psums back from the GLB.
+* Psum bursts: the chains of a pass run in lockstep (they share ifmap rows), and at each output
+  column every chain-bottom PE takes its ``p`` initial psums at once; the psum GIN brings them
+  ``Vp`` at a time to one PE after the other (each PE's first packet sent ahead), so with
+  ``n`` chains (units x filter sub-blocks) a column takes ``n * (p/Vp - 1) - (p - Vp)`` cycles
+  more (when the pass takes psums in: not the first step without bias).
+* Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
+  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values one output column
+  ahead plus the columns its ifmap ring holds beyond the window (``depth // q - S``, in steps
+  of ``U``); what remains of the lag is idle time between passes.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
   fit; otherwise they stream from DRAM at DRAM speed. Bias values enter as the first step's
   psums (the psum GIN).
-* The NoC is reprogrammed (``CostModel.reconfig_cycles``, default one cycle per configuration
-  word of :meth:`~rsaccel.sw.noc_ids.NocMap.writes`) whenever a pass's placement differs from
-  the configured one, and the chain drains and refills around it.
+* The NoC is reprogrammed whenever a pass's image runs differ from the configured ones (a pass
+  with fewer units too: its idle PEs must match no tag); the compiler groups a run's passes by
+  configuration, every other run in reverse, so a run changes it once per extra configuration.
+  A change costs its configuration words (all of them at the start, those that differ later)
+  times the cycles to fetch a command (``128 / axi_data_bits`` beats plus
+  ``CostModel.fetch_overhead / 8``), and the chain drains and refills around it.
 * DRAM at ``axi_data_bits / 8`` bytes per cycle, double-buffered behind the array: the layer
   takes ``max(array cycles, DRAM cycles)`` plus the unhidden DRAM time of the first run's inputs
   and the last tile's outputs (``CostModel.dram_overlap=False``: the sum instead).
@@ -227,15 +240,8 @@ def _tile_passes(NE, E, B, pack, u_cap):
     return tuple(out)
 
 
-def _compatible(pattern, config):
-    """A pass whose image runs are ``pattern`` can use the NoC configured for ``config``: the
-    same runs, the last one possibly shorter (its sets' last columns stay idle)."""
-    return len(pattern) == len(config) and pattern[:-1] == config[:-1] \
-        and pattern[-1] <= config[-1]
-
-
 _Stats = namedtuple("_Stats", "passes sent_rows valid_rows max_units sum_max_units max_run "
-                              "max_runs max_valid_rows changes patterns")
+                              "max_runs max_valid_rows changes patterns orders units")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -244,8 +250,10 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
     passes = sent = valid = max_units = sum_max_units = max_run = max_runs = max_valid = 0
     changes = 0
     patterns = set()
+    orders, units_per_pass = [], []
     for tile in _tile_passes(NE, E, B, pack, u_cap):
         seq = []
+        units_per_pass += [len(units) for units in tile]
         for units in tile:
             runs = _runs(units, E)
             seq.append(tuple(length for _, _, length in runs))
@@ -261,17 +269,15 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
             max_units = max(max_units, len(units))
         passes += len(tile)
         sum_max_units += max(len(units) for units in tile)
-        # NoC reprogramming within the run, and back to the first configuration for the next.
-        current = seq[0]
-        patterns.add(current)
-        for pattern in seq[1:]:
-            if not _compatible(pattern, current):
-                current = pattern
-                patterns.add(current)
-                changes += 1
-        changes += current != seq[0]
+        # Every image-run pattern has its NoC configuration (the idle PEs of a pass with fewer
+        # units must match no tag). The compiler groups a run's passes by configuration and
+        # takes the groups in reverse every other run: one change between consecutive groups.
+        order = tuple(dict.fromkeys(seq))
+        patterns.update(order)
+        orders.append(order)
+        changes += len(order) - 1
     return _Stats(passes, sent, valid, max_units, sum_max_units, max_run, max_runs, max_valid,
-                  changes, frozenset(patterns))
+                  changes, frozenset(patterns), tuple(orders), tuple(units_per_pass))
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -389,8 +395,11 @@ class CostModel:
     dram_overlap: bool = True
     #: Bytes of one output value written to DRAM (2: FP16 out, 4: FP32 out).
     output_bytes: int = 2
-    #: Cycles to reprogram the NoC; None: one per configuration word (:func:`noc_config_words`).
+    #: Cycles to reprogram the NoC; None: the configuration words written (all of them at the
+    #: start, those that change later) times the cycles to fetch a command.
     reconfig_cycles: int | None = None
+    #: Cycles a command fetch (8 commands) takes besides its data beats.
+    fetch_overhead: int = 4
     #: When the psum chains drain and refill: "reconfig" (only when the NoC is reprogrammed),
     #: "run" (also when filters change) or "pass" (after every pass).
     fill: str = "reconfig"
@@ -408,6 +417,22 @@ def noc_config_words(config):
     """Return the number of NoC configuration words of a full reprogramming (a flag clear, the
     IDs of three networks, the routes)."""
     return 1 + 3 * config.rows * (1 + config.cols) + config.rows * config.cols
+
+
+def _command_cycles(config, model):
+    """Cycles to fetch one command from memory (128 bits over the bus, 8 per fetch)."""
+    return 128 / config.axi_data_bits + model.fetch_overhead / 8
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _words_changed(config, h, U, r, t, u_cap, a, b):
+    """NoC configuration words that differ between the placements of image-run patterns
+    ``a`` and ``b`` (what the compiler writes to go from one to the other)."""
+    maps = [noc_map(config, *_place(config, h, U, r, t,
+                                   tuple((n, 0, length) for n, length in enumerate(pattern)),
+                                   u_cap))
+            for pattern in (a, b)]
+    return sum(x != y for x, y in zip(maps[0].writes()[1:], maps[1].writes()[1:]))
 
 
 @functools.lru_cache(maxsize=1 << 12)
@@ -924,7 +949,9 @@ def _evaluate(m, model):
     Vf, Vi = cfg.filter_values_per_packet, cfg.ifmap_values_per_packet
     Vp, Vg = cfg.psum_values_per_packet, cfg.gon_values_per_packet
     bw = model.dram_bytes_per_cycle or cfg.axi_data_bits / 8
-    reconf = noc_config_words(cfg) if model.reconfig_cycles is None else model.reconfig_cycles
+    cmd = _command_cycles(cfg, model)
+    reconf = noc_config_words(cfg) * cmd if model.reconfig_cycles is None \
+        else model.reconfig_cycles
     tiles = len(m.tiles)
 
     fb_sizes = _fb_classes(m)
@@ -977,12 +1004,34 @@ def _evaluate(m, model):
             ifmap_valid = st.valid_rows * nc * vcols
             outs = NE * nf * fs
             psin = outs if (not first or lay.bias) else 0
-            compute = max(st.passes * t_prim, tiles * (D * lag + model.glb_latency))
+            # The chains of a pass run in lockstep (they share ifmap rows): at each output
+            # column every chain-bottom PE takes its p initial psums at once, which the psum
+            # GIN brings Vp at a time to one PE after the other (each PE's first packet sent
+            # ahead), so the last of the n chains (units x sub-blocks) waits
+            # n * (p/Vp - 1) - (p - Vp) cycles.
+            stall = 0
+            if psin:
+                stall = fs * sum(max(0, t_eff * u * (p_eff / Vp - 1) - (p_eff - Vp))
+                                 for u in st.units)
+            # A pass's ifmap rows go out once the last rows of the one before are all sent:
+            # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
+            # values one output column ahead (it frees the first U columns of its window early
+            # in each column) plus as many as its ring holds beyond the window; the rest is a
+            # gap between passes.
+            ahead = ((cfg.ifmap_spad_depth // q_eff - sw) / U + 1) * per_x
+            gap = max(0.0, (D - 1) * lag - ahead)
+            compute = max(st.passes * (t_prim + gap) + stall,
+                          tiles * (D * lag + model.glb_latency))
             streams = {"compute": compute, "ifmap GIN": ifmap_sent / Vi, "psum GIN": psin / Vp,
                        "GON": outs / Vg, "filter GIN": tiles * fvals / f_rate}
             which = max(streams, key=streams.get)
             fills = {"reconfig": st.changes, "run": tiles, "pass": st.passes}[model.fill]
-            cycles = (tiles * t_fload + streams[which] + st.changes * reconf + fills * fill)
+            if model.reconfig_cycles is None:
+                run_reconf = cmd * sum(_words_changed(cfg, h, U, r_eff, t_eff, u_cap, a, b)
+                                       for order in st.orders for a, b in itertools.pairwise(order))
+            else:
+                run_reconf = st.changes * reconf
+            cycles = tiles * t_fload + streams[which] + run_reconf + fills * fill
             count = n_fb * n_step
             array += cycles * count
             bound[which] += streams[which] * count
@@ -990,7 +1039,7 @@ def _evaluate(m, model):
             parts["pass overhead"] += st.passes * (ms + 3) * count
             parts["filter load"] += tiles * t_fload * count
             parts["stall"] += (streams[which] - st.passes * t_prim) * count
-            parts["reconfigure"] += st.changes * reconf * count
+            parts["reconfigure"] += run_reconf * count
             parts["fill"] += fills * fill * count
             macs_done = NE * nf * nc * h * sw * fs
             noc_f = st.sum_max_units * nf * nc * h * sw

@@ -18,15 +18,15 @@ consecutive passes with one NoC configuration and one role per PE (a pass with f
 whose idle PEs must match no tag, has its own). A block has one ``PE_CFG`` per rectangle of PEs
 with the same primitive (``count`` = the block's passes; filters loaded in a run's first block,
 and again only where a PE's role changes) and one ``RECV`` segment per psum source (the top PE
-of each chain): the source's psum rows of all the block's passes, in pass order.
+of each chain): the source's psum rows of all the block's passes, in pass order. When a job
+has several steps (its psums are read back), every pass is a block of its own, so that a pass
+waits for the psums of its own units only and the next run starts while this one finishes.
 
 Psums of a job live in one GLB region, one FP32 row of ``F * p`` values per (output row,
 filter sub-block), every row read back starting at a word boundary. The job's first run lays
-them out (its segments one after the other); every later run writes each row where the first
-run put it, reading and writing in place (a PE emits a psum only after taking the one it
-replaces): a segment goes where its first row is when its rows follow each other there;
-otherwise the run is cut into single-pass blocks (one row per segment). When a job has several
-steps and some sub-block has an odd ``F * p``, the first run is cut into single-pass blocks too.
+them out (its segments one after the other); every later run writes each row (a segment of its
+own) where the first run put it, reading and writing in place (a PE emits a psum only after
+taking the one it replaces).
 
 Host memory (offsets from the base, :attr:`Program.layout`): the descriptor, the data areas,
 then the seven lists; every area 64-byte aligned, every row word aligned:
@@ -54,9 +54,10 @@ not used: ifmaps are fetched per pass.
 Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands`)
 -------------------------------------------------------------------------------------
 1. A pass's ``IFMAP`` rows, and its ``PSUM`` rows (one per chain-bottom PE), are back to back in
-   their lists, the first of each pass fenced; ``FILTER`` rows go bottom to top, the first of
-   each block fenced (every row, when streamed). So a wait on a sender is always at a count
-   that ends just before a fenced command or at the end of a list: an exact count.
+   their lists, the first of each pass fenced; ``FILTER`` rows go bottom to top of the chains,
+   the rows of one height (all filter sub-blocks, interleaved by the sender) after a fence
+   (every row, when streamed). So a wait on a sender is always at a count that ends just
+   before a fenced command or at the end of a list: an exact count.
 2. Readers wait on the writers of their data: ``IFMAP``/``FILTER`` rows and bias ``PSUM`` rows
    on the ``LOAD`` that brought them (a pass's first row on the last of them); read-back
    ``PSUM`` rows on ``RECV`` (every segment holding the pass's rows retired); a ``STORE`` on
@@ -228,7 +229,6 @@ class Program:
         ``{region: (first word, words)}`` of the GLB plan, plus ``used`` and ``capacity`` (words).
     stats : dict
         Counts: ``jobs``, ``runs``, ``blocks``, ``passes``, ``noc_reprograms``,
-        ``scattered_runs`` (runs written row by row where the job's first run put each row),
         commands per engine (``commands``), and the buffers of each kind (``buffers``).
     """
 
@@ -426,7 +426,6 @@ class _Run:
     blocks: list = None
     words: int = 0
     region: int = 0
-    scattered: bool = False   # cut into single-pass blocks to write the job's layout
     filter_keys: tuple = ()
     filter_rows: dict = None  # (ot, cr, i) -> (word offset in the run's filter rows, values)
     filter_words: int = 0
@@ -625,46 +624,27 @@ class _Compiler:
 
     def _layouts(self):
         """Blocks and psum segments of every run. A job's first run lays its psums out (its
-        segments one after the other); every later run writes each row where that one put it:
-        a segment goes where its first row is when its rows follow each other there, word
-        aligned; otherwise the run is cut into single-pass blocks (one row per segment)."""
+        segments one after the other); every later run writes each row where that one put it.
+        When a job reads its psums back (several steps), every pass is a block of its own: its
+        segments are single rows, so they go anywhere, and a pass waits for the psums of its
+        own units only, not for those of other passes of their block (the next run can start
+        while this one finishes)."""
         for job in self.jobs:
-            odd = any(len(job.cols) * len(fs) % self.V32 for fs in job.filter_sets)
-            first = job.runs[0]
-            job.layout = self._blocks(first, len(job.runs) > 1 and odd)
-            job.words = first.words
-            first.scattered = False
+            single = len(job.runs) > 1
+            job.layout = self._blocks(job.runs[0], single)
+            job.words = job.runs[0].words
             for run in job.runs[1:]:
-                self._blocks(run, False)
-                run.scattered = not self._place(run, job)
-                if run.scattered:
-                    self._blocks(run, True)
-                    assert self._place(run, job), "psum rows read back must be word aligned"
+                self._blocks(run, single)
+                self._place(run, job)
         self.blocks = [block for run in self.runs for block in run.blocks]
         for k, block in enumerate(self.blocks):
             block.gidx = k
 
     def _place(self, run, job):
-        """Put every segment of ``run`` where the job's layout has its rows; False when some
-        segment's rows are not contiguous and word aligned there."""
-        F = len(job.cols)
-        placed = []
+        """Put every segment of ``run`` (single rows) where the job's layout has its row."""
         for block in run.blocks:
-            segments = []
-            for seg in block.segments:
-                start = job.layout[seg.rows[0]]
-                if start % self.V32:
-                    return False
-                pos = start
-                for unit_ot in seg.rows:
-                    if job.layout[unit_ot] != pos:
-                        return False
-                    pos += F * len(job.filter_sets[unit_ot[1]])
-                segments.append(seg._replace(word=start // self.V32))
-            placed.append(segments)
-        for block, segments in zip(run.blocks, placed):
-            block.segments = segments
-        return True
+            block.segments = [seg._replace(word=job.layout[seg.rows[0]] // self.V32)
+                              for seg in block.segments]
 
     def _rows(self):
         """Ifmap rows per pass, filter rows per run, bias rows per job: sizes in words."""
@@ -812,8 +792,8 @@ class _Compiler:
                     size += job.bias_words * wb
         base = area("bias", size)
         self.bias_blocks = {k: (base + v, job) for k, (v, job) in bblocks.items()}
-        # Outputs: a STORE per block of a job's last run (one per job when that run writes
-        # its psums scattered), each the block's GLB words.
+        # Outputs: a STORE per block of a job's last run (one per job when a block's rows are
+        # not contiguous), each the block's GLB words.
         per_word = self.cfg.axi_data_bits // (16 if self.out_fp16 else 32)
         size = 0
         self.stores = {}
@@ -994,7 +974,9 @@ class _Compiler:
                       note=f"block {block.gidx}: psums of PE {seg.src}")
         self.seg_after[block.gidx] = self._count(Engine.RECV)
         # Filter rows, bottom to top.
-        keys = sorted(need_load, key=lambda key: min(first_info.filter_pes[key]))
+        # Bottom to top of the chains: filter row i of channel set cr is at height cr*h + i.
+        keys = sorted(need_load, key=lambda key: (key[1], key[2],
+                                                  min(first_info.filter_pes[key])))
         if keys and self.n_filter:
             wait, fence = self._sender_head(Engine.FILTER,
                                             (Engine.LOAD, self.filter_load[run.gidx] + 1),
@@ -1002,10 +984,14 @@ class _Compiler:
             for k, key in enumerate(keys):
                 off, values = run.filter_rows[key]
                 row, col = first_info.filter_tags[key]
+                # The rows for one height of the chains (all filter sub-blocks) go out
+                # interleaved, as their PEs become free together; each height's after the one
+                # below (a fence).
                 self._add(Engine.FILTER, Op.SEND, {"count": values,
                                                    "glb_addr": run.filter_base + off,
                                                    "flags": row | col << 8},
-                          wait=wait if k == 0 else None, fence=fence and k == 0,
+                          wait=wait if k == 0 else None,
+                          fence=fence if k == 0 else key[1:] != keys[k - 1][1:],
                           note=f"block {block.gidx}: filter row {key}")
             self.markers["filter_end", run.gidx] = self._count(Engine.FILTER)
         elif keys:
@@ -1246,7 +1232,6 @@ class _Compiler:
         stats = dict(self.stats)
         stats.update(jobs=len(self.jobs), runs=len(self.runs), blocks=len(self.blocks),
                      passes=len(self.passes),
-                     scattered_runs=sum(run.scattered for run in self.runs),
                      commands={e.name: len(self.cmds[e]) for e in ENGINES},
                      buffers={"psum": self.n_psum, "ifmap": self.n_ifmap,
                               "filter": self.n_filter, "bias": self.n_bias if self.has_bias

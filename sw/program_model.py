@@ -9,12 +9,12 @@ in one order that their waits, fences and the hardware's hand-shakes allow, pack
 * ``LOAD`` and ``STORE`` move their words at once (the output stage: ReLU, FP32 -> FP16 round
   to nearest even, as :mod:`rsaccel.sw.numerics`). Memory accesses outside the image, not
   word aligned or empty, and GLB accesses beyond the GLB are errors.
-* A GIN sender holds up to its lanes' rows (``FILTER`` 1, ``IFMAP`` and ``PSUM`` one per PE),
-  reads a row from the GLB when it starts it, and sends one packet (one GLB word) per lane in
-  turn. A packet goes to the PEs whose NoC IDs match its tag (IDs and routes written by ``NOC``
-  commands; reset: every ID unused) only when *every* one of them runs a primitive that still
-  takes values of its kind (psums from the GIN only where the route says so); otherwise the
-  sender stalls. A packet that matches no PE is an error, and so is one that carries more
+* A GIN sender holds up to its lanes' rows (``FILTER`` one per PE column, ``IFMAP`` and
+  ``PSUM`` one per PE), reads a row from the GLB when it starts it, and sends one packet (one
+  GLB word) per lane in turn. A packet goes to the PEs whose NoC IDs match its tag (IDs and
+  routes written by ``NOC`` commands; reset: every ID unused) only when *every* one of them
+  runs a primitive that still takes values of its kind (psums from the GIN only where the
+  route says so); otherwise the sender stalls. A packet that matches no PE is an error, and so is one that carries more
   values than a target's primitive takes.
 * A PE runs the primitives its ``PE_CFG`` commands gave it, one at a time and in order (a
   ``PE_CFG`` waits while one of its PEs has a primitive not yet started), taking inputs for the
@@ -472,7 +472,7 @@ class _Machine:
         lay = self.layer
         s = self.senders[e]
         net = _NETS[e]
-        lanes_max = 1 if e is Engine.FILTER else self.cfg.rows * self.cfg.cols
+        lanes_max = self.cfg.cols if e is Engine.FILTER else self.cfg.rows * self.cfg.cols
         V = self.V32 if e is Engine.PSUM else self.V16
         progress = False
         while lay.head[e] < len(lay.lists[e]) and len(s["lanes"]) < lanes_max:

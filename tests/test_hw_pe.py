@@ -3,6 +3,7 @@ on the generated Verilog are in tests/test_sim_pe.py."""
 
 import numpy as np
 import pytest
+from amaranth import Value
 
 from rsaccel.hw.pe import PE, PEConfig, pe_limits
 from rsaccel.sim.pe_bench import (
@@ -237,3 +238,38 @@ def test_constructor_checks_and_properties():
                        ({"max_width": True}, "max_width .* not True")]:
         with pytest.raises(ValueError, match=match):
             PE(**{**TINY, "mac_stages": 3, **bad})
+
+
+@pytest.mark.parametrize("q,S,U", [(2, 2, 1), (3, 1, 2), (1, 3, 1), (2, 2, 3)])
+def test_ifmap_runs_ahead_of_its_window(q, S, U):
+    """The ifmap scratchpad is a ring of as many whole columns as it holds (``depth // q``),
+    not just the window of ``S``: a PE waiting for its filter takes that many columns, so that
+    PEs sharing an ifmap row a few columns apart do not hold each other up."""
+    rng = np.random.default_rng(q * 10 + S)
+    F = 6
+    (prim,) = make([(1, q, S, U, F, True)], rng)
+    pe = PE(**TINY, mac_stages=2)
+    stim = stimulus(pe.config_layout, [prim])
+    taken = []
+
+    async def bench(ctx):
+        await stream_put(ctx, pe.cfg, int(stim["cfg"][0]))
+        ctx.set(pe.ifmap_in.valid, 1)
+        for word in stim["ifmap"]:
+            ctx.set(Value.cast(pe.ifmap_in.payload), int(word))
+            for _ in range(20):
+                *_, ready = await ctx.tick().sample(pe.ifmap_in.ready)
+                if ready:
+                    break
+            else:
+                return
+            taken.append(word)
+
+    run_simulation(pe, bench, deadline_cycles=2000)
+    # No filter, no MAC: the PE takes columns until the ring is full (dropping, when U > S,
+    # the columns no output uses, which need no entry).
+    width = pe_model.ifmap_width(F, S, U)
+    kept = [c for c in range(width) if c < S or (c - S) % U >= U - S]
+    ring = TINY["ifmap_depth"] // q
+    assert ring > S
+    assert len(taken) == (kept[ring] if ring < len(kept) else width) * q

@@ -119,12 +119,12 @@ def test_row_and_column_chunks():
 
 
 def test_steps_with_different_layouts():
-    """Row chunks of different heights and r: later steps write their psums scattered, each
-    row where the first step put it (single-pass blocks)."""
+    """Row chunks of different heights and r: later steps write their psums row by row where
+    the first step put them (single-pass blocks)."""
     lay = Conv2d("mix", 1, 2, 2, 9, 6, 4, 2, bias=True)
     m = make_mapping(lay, TINY, p=1, q=1, rows=(3, 1), r=(1, 3))
     prog, _ = check(lay, TINY, m, seeds=(None, 5, 6))
-    assert prog.stats["scattered_runs"] > 0
+    assert prog.stats["blocks"] == prog.stats["passes"]
 
 
 def test_odd_psum_rows_across_steps():
@@ -431,3 +431,24 @@ def test_model_missing_waits_show(compiled):
             out = prog.output(result.memory, BASE, origin=BASE)
             caught += not np.array_equal(out.view(np.uint16), ref.view(np.uint16))
         assert caught
+
+
+def test_filter_rows_go_by_chain_height():
+    """The filter rows of one height of the chains (every filter sub-block, both bands) are
+    sent together, interleaved; each height after a fence, bottom to top."""
+    lay = Conv2d("bands", 1, 3, 16, 47, 47, 11, 11, stride=4)
+    m = make_mapping(lay, SMALL, p=6, q=1, t=3, rows=3)
+    prog, _ = check(lay, SMALL, m, seeds=(None,))
+    cmds = prog._cmds[Engine.FILTER]
+    height, sizes = None, []
+    for k, c in enumerate(cmds):
+        if c.op is not Op.SEND:
+            continue
+        _, cr, i = (int(v) for v in c.note.split("(")[-1].rstrip(")").split(", "))
+        fenced = c.fence or (k and cmds[k - 1].op is Op.NOP and cmds[k - 1].fence)
+        assert fenced == ((cr, i) != height or cmds[k - 1].op is Op.NOP)
+        if (cr, i) != height:
+            sizes.append(0)
+        height = (cr, i)
+        sizes[-1] += 1
+    assert max(sizes) == 3
