@@ -19,14 +19,14 @@ with ``p >= mac_stages`` issues one MAC per cycle; with fewer filters it waits f
 leave the MAC pipeline and stays exact.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fp import FP16, FP32
 from .mac import FMac
-from .plumbing import SkidBuffer
 
 __all__ = ["PE", "PEConfig", "PEEvents", "PsumOut", "pe_limits"]
 
@@ -132,13 +132,18 @@ class PE(wiring.Component):
         the columns that no output uses are taken and dropped.
     ``psum_in`` : ``In(stream.Signature(FP32))``
         With ``use_psum_in``: exactly ``F * p`` values in ``(x, f)`` order, the initial
-        accumulators.
+        accumulators. They go through a FIFO of ``psum_depth`` values, taken whenever it has
+        room (also before the primitive's ``cfg``, or while it runs ahead of the MAC), so that
+        the next output column's psums arrive while this one computes.
     ``psum_out`` : ``Out(stream.Signature(PsumOut))``
-        Exactly ``F * p`` results in ``(x, f)`` order, the last one marked ``last``.
+        Exactly ``F * p`` results in ``(x, f)`` order, the last one marked ``last``. They leave
+        through a FIFO of ``psum_depth`` values: a column's psums wait there while the MAC goes
+        on with the next column.
     ``events`` : ``Out(PEEvents)``
         Per-cycle strobes for performance counters.
     ``idle`` : ``Out(1)``
-        No primitive running; ``cfg`` is ready.
+        No primitive running and every psum of the last one has left; ``cfg`` is ready.
+        (``psum_in`` values of later primitives may already be buffered.)
 
     Timing, fed and drained without stalls, from the ``cfg`` transfer to ``idle``:
     ``(p*q*S if load_filter else 1) + F * per_x + mac_stages + 3`` cycles, where a filter load
@@ -148,10 +153,13 @@ class PE(wiring.Component):
     as each ``(s, c)`` step waits for its psums to leave the MAC. Both hold when
     ``U <= p * S``; otherwise ``ifmap_in`` (one value per cycle, ``U * q`` per column) limits.
 
-    Combinational paths: none from ``psum_out.ready`` to an input's ``ready`` (final psums
-    leave through a skid buffer), so PEs chained by local links add no path up a column.
-    ``ifmap_in`` may refill an entry in the cycle its last use reads it. Every ``valid``
-    output depends on registers only.
+    A ``psum_in`` value is usable the cycle after its transfer; a final psum is on
+    ``psum_out`` the cycle after it leaves the MAC.
+
+    Combinational paths: none from ``psum_out.ready`` to an input's ``ready`` (both psum
+    FIFOs' ``ready`` and ``valid`` are registers), so PEs chained by local links add no path
+    up a column. ``ifmap_in`` may refill an entry in the cycle its last use reads it. Every
+    ``valid`` output depends on registers only.
 
     Parameters
     ----------
@@ -222,11 +230,27 @@ class PE(wiring.Component):
         tag_bits = f_bits + 2                               # f, final, last
 
         m.submodules.mac = mac = FMac(stages=self.mac_stages, tag_bits=tag_bits)
-        # Final psums leave through a skid buffer, so that no input's ready depends on
-        # psum_out.ready: a column of PEs chained by local links has no combinational path
-        # from top to bottom.
-        m.submodules.out_skid = out_skid = SkidBuffer(PsumOut)
-        wiring.connect(m, out_skid.o, wiring.flipped(self.psum_out))
+        # Psum FIFOs of a whole column (p <= psum_depth values) on both sides. The chains of a
+        # pass run in lockstep, so every chain-bottom PE wants a column's initial psums at the
+        # same time, and every chain top emits its final ones at the same time: buffered, the
+        # psum GIN and the GON spread them over the column. Their ready and valid are
+        # registers, so no input's ready depends on psum_out.ready: a column of PEs chained
+        # by local links has no combinational path from top to bottom. (Two entries at
+        # least: Verilog has no zero-width address.)
+        fifo_depth = max(2, self.psum_depth)
+        m.submodules.in_fifo = in_fifo = SyncFIFO(width=32, depth=fifo_depth)
+        m.submodules.out_fifo = out_fifo = SyncFIFO(width=len(Value.cast(self.psum_out.payload)),
+                                                    depth=fifo_depth)
+        out_word = Signal(PsumOut)
+        m.d.comb += [
+            in_fifo.w_en.eq(self.psum_in.valid),
+            in_fifo.w_data.eq(self.psum_in.payload),
+            self.psum_in.ready.eq(in_fifo.w_rdy),
+            self.psum_out.valid.eq(out_fifo.r_rdy),
+            self.psum_out.payload.eq(out_fifo.r_data),
+            out_fifo.r_en.eq(self.psum_out.ready),
+            out_fifo.w_data.eq(out_word),
+        ]
         # A one-entry scratchpad is stored as two: Verilog has no zero-width address.
         m.submodules.filter_spad = filter_spad = Memory(shape=16, depth=max(2, self.filter_depth),
                                                         init=[])
@@ -287,10 +311,10 @@ class PE(wiring.Component):
         o_f, o_final, o_last = o_tag[:f_bits], o_tag[f_bits], o_tag[f_bits + 1]
         writeback = mac.o.valid & ~o_final
         m.d.comb += [
-            mac.o.ready.eq(~o_final | out_skid.i.ready),
-            out_skid.i.valid.eq(mac.o.valid & o_final),
-            out_skid.i.payload.data.eq(mac.o.payload.sum),
-            out_skid.i.payload.last.eq(o_last),
+            mac.o.ready.eq(~o_final | out_fifo.w_rdy),
+            out_fifo.w_en.eq(mac.o.valid & o_final),
+            out_word.data.eq(mac.o.payload.sum),
+            out_word.last.eq(o_last),
             p_wr.en.eq(writeback),
             p_wr.addr.eq(o_f),
             p_wr.data.eq(mac.o.payload.sum),
@@ -300,8 +324,8 @@ class PE(wiring.Component):
         # from the MAC output when it is being written back in this very cycle.
         bypass = writeback & (o_f == b_f)
         dep_ok = b_first | ~_bit(scoreboard, b_f) | bypass
-        psum_ok = ~(b_first & use_psum) | self.psum_in.valid
-        init = Mux(use_psum, self.psum_in.payload.as_value(), 0)
+        psum_ok = ~(b_first & use_psum) | in_fifo.r_rdy
+        init = Mux(use_psum, in_fifo.r_data, 0)
         m.d.comb += [
             p_rd.addr.eq(b_f),
             mac.i.valid.eq(b_valid & dep_ok & psum_ok),
@@ -310,7 +334,7 @@ class PE(wiring.Component):
             mac.i.payload.c.eq(Mux(b_first, init,
                                    Mux(bypass, mac.o.payload.sum.as_value(), p_rd.data))),
             mac.i.payload.tag.eq(Cat(b_f, b_final, b_last)),
-            self.psum_in.ready.eq(b_valid & b_first & use_psum & mac.i.ready),
+            in_fifo.r_en.eq(b_valid & b_first & use_psum & mac.i.ready),
         ]
         issue = mac.i.valid & mac.i.ready
 
@@ -440,8 +464,7 @@ class PE(wiring.Component):
         m.d.comb += [
             ev.mac_busy.eq(issue),
             ev.stall_ifmap.eq(a_run & ~entry_valid & a_ready),
-            ev.stall_psum_in.eq(b_valid & b_first & use_psum & ~self.psum_in.valid
-                                & mac.i.ready),
+            ev.stall_psum_in.eq(b_valid & b_first & use_psum & ~in_fifo.r_rdy & mac.i.ready),
             ev.stall_dependency.eq(b_valid & ~dep_ok & mac.i.ready),
             ev.stall_output.eq(mac.o.valid & ~mac.o.ready),
             ev.filter_load.eq(self.filter_in.ready),

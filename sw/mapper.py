@@ -71,11 +71,20 @@ preset, within about 5% of the RTL's cycles). Per run:
   ``"run"``/``"pass"``: lockstep, the array drains after every run/pass and waits for all the
   filters of a run. A run lasts at least ``r*h * lag + glb_latency``: the next step of the same
   outputs needs this one's psums back from the GLB.
-* Psum bursts: the chains of a pass run in lockstep (they share ifmap rows), and at each output
-  column every chain-bottom PE takes its ``p`` initial psums at once; the psum GIN brings them
-  ``Vp`` at a time to one PE after the other (each PE's first packet sent ahead), so with
-  ``n`` chains (units x filter sub-blocks) a column takes ``n * (p/Vp - 1) - (p - Vp)`` cycles
-  more (when the pass takes psums in: not the first step without bias).
+* Psum bursts: the chains of a pass run in lockstep (they share ifmap rows), so at each output
+  column every chain-bottom PE takes its ``p`` initial psums at once and every chain top emits
+  its ``p`` final ones at once. The PE buffers a column of psums on both sides (psum FIFOs of
+  ``psum_depth``), so the psum GIN brings the next column's while this one computes and the
+  GON takes the last column's: with ``n`` chains (units x filter sub-blocks) a column takes
+  ``max(per_x, n*p/Vp, n*p/Vg)`` cycles (the GIN term when the pass takes psums in: not the
+  first step without bias). A column whose psums cannot come ahead waits for the burst, the
+  last of the ``n`` PEs ``n * (p/Vp - 1) - (p - Vp)`` cycles (the GIN brings them ``Vp`` at a
+  time to one PE after the other, each PE's first packet sent ahead): the first column after
+  the array drains (a NoC reprogramming), and that of a run whose first pass needs the psums
+  the run before has just computed (the same units: a run of one pass, or one configuration
+  group of one pass). There the chain also drains: the bottom PEs wait, beyond their filter
+  load and the pass gap, until the top of the chain has finished, ``(r*h - 1) * lag``, and
+  the psums have come back through the GLB (``CostModel.psum_turnaround``).
 * Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
   chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values one output column
   ahead plus the columns its ifmap ring holds beyond the window (``depth // q - S``, in steps
@@ -241,7 +250,8 @@ def _tile_passes(NE, E, B, pack, u_cap):
 
 
 _Stats = namedtuple("_Stats", "passes sent_rows valid_rows max_units sum_max_units max_run "
-                              "max_runs max_valid_rows changes patterns orders units")
+                              "max_runs max_valid_rows changes patterns orders units "
+                              "repeats")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -250,7 +260,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
     passes = sent = valid = max_units = sum_max_units = max_run = max_runs = max_valid = 0
     changes = 0
     patterns = set()
-    orders, units_per_pass = [], []
+    orders, units_per_pass, repeats = [], [], []
     for tile in _tile_passes(NE, E, B, pack, u_cap):
         seq = []
         units_per_pass += [len(units) for units in tile]
@@ -276,8 +286,13 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
         patterns.update(order)
         orders.append(order)
         changes += len(order) - 1
+        # A run that starts with the units the run before ended with (a configuration group of
+        # one pass: the first group, or the last one, every other run): the units of that pass.
+        repeats.append(tuple(len(tile[seq.index(pat)]) if seq.count(pat) == 1 else 0
+                             for pat in (order[0], order[-1])))
     return _Stats(passes, sent, valid, max_units, sum_max_units, max_run, max_runs, max_valid,
-                  changes, frozenset(patterns), tuple(orders), tuple(units_per_pass))
+                  changes, frozenset(patterns), tuple(orders), tuple(units_per_pass),
+                  tuple(repeats))
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -405,6 +420,9 @@ class CostModel:
     fill: str = "reconfig"
     #: Cycles from a psum leaving the GON to the same psum available to the psum GIN.
     glb_latency: int = 8
+    #: Cycles from the last psum of a run leaving its chain top to the first psums of the next
+    #: step reaching the chain bottoms (GON, GLB write, RECV, the psum sender's GLB reads).
+    psum_turnaround: int = 8
     #: Normalized energy per access (Eyeriss, ISCA 2016 Table IV) and per MAC.
     e_dram: float = 200.0
     e_glb: float = 6.0
@@ -676,13 +694,16 @@ def _ifmap_need(m_like, B):
     if m_like.ifmap_resident == "tile":
         rows = _tile_rows(lay.E, lay.U, lay.padding, lay.H, lay.R, NE, B, m_like.pack)[0]
         return rows * lay.Cg * max(_window(lay, cols) for cols in strips) * 2
+    # As the compiler lays them out (:mod:`rsaccel.sw.program`): a pass's rows inside the image,
+    # each as wide as its window with the padding columns, per channel set from a word boundary.
+    word = m_like.config.glb_word_bits // 8
     need = 0
-    for _, _, _, k, s0, sw, _, _, nc, u_cap in _geometry(m_like):
+    for _, _, _, k, s0, sw, n_sets, _, nc, u_cap in _geometry(m_like):
         ch = m_like.row_chunks[k]
         rows = _max_pass_rows(lay.E, lay.U, lay.padding, lay.H, NE, min(u_cap, B), ch.start,
                               ch.height)
-        width = max(_window(lay, cols, s0, sw) for cols in strips)
-        need = max(need, rows * nc * width * 2)
+        width = max((len(cols) - 1) * lay.U + sw for cols in strips)
+        need = max(need, rows * (nc * width * 2 + n_sets * (word - 2)))
     return 2 * need     # the current pass and the next
 
 
@@ -692,6 +713,17 @@ def _window(lay, cols, s0=0, sw=None):
     sw = lay.S if sw is None else sw
     lo = cols.start * lay.U + s0
     return _overlap(lo, lo + (len(cols) - 1) * lay.U + sw, lay.padding, lay.padding + lay.W)
+
+
+def _bias_bytes(m_like):
+    """Bytes of a job's bias rows in the GLB, beside its psums (:mod:`rsaccel.sw.program`): per
+    filter sub-block a row of ``F * p`` FP32 values from a word boundary."""
+    lay = m_like.layer
+    if not lay.bias:
+        return 0
+    word = m_like.config.glb_word_bits // 8
+    nf = min(m_like.p * m_like.t, lay.Mg)
+    return nf * _ceil(lay.F, m_like.out_strips) * 4 + m_like.t * word
 
 
 def _max_tile(m_like, B):
@@ -768,11 +800,13 @@ def _check_mapping(m):
     biggest = _max_tile(m, m.tile_units)
     fs = _ceil(lay.F, m.out_strips)
     psum = biggest * min(m.p * m.t, lay.Mg) * fs * 4
-    if psum > m.glb_psum_banks * bank:
+    bias = _bias_bytes(m)
+    if psum + bias > m.glb_psum_banks * bank:
         raise ValueError(f"the psums of a tile ({biggest} output rows x "
-                         f"{min(m.p * m.t, lay.Mg)} filters x {fs} columns, FP32: {psum} bytes) "
-                         f"exceed the {m.glb_psum_banks} psum banks ({m.glb_psum_banks * bank} "
-                         f"bytes)")
+                         f"{min(m.p * m.t, lay.Mg)} filters x {fs} columns, FP32: {psum} bytes)"
+                         + (f" and the bias rows ({bias} bytes)" if bias else "")
+                         + f" exceed the {m.glb_psum_banks} psum banks "
+                         f"({m.glb_psum_banks * bank} bytes)")
     need = _ifmap_need(m, m.tile_units)
     if need > m.glb_ifmap_banks * bank:
         what = "a tile's ifmaps" if m.ifmap_resident == "tile" else \
@@ -808,10 +842,11 @@ def _plan_glb(shape, tile_units):
     nf = min(shape.p * shape.t, lay.Mg)
     fs = _ceil(lay.F, shape.out_strips)
     unit_psum = nf * fs * 4
+    bias = _bias_bytes(shape)
 
     def fits(B):
         ifmap_banks = max(1, _ceil(_ifmap_need(shape, B), bank))
-        psum_banks = _ceil(_max_tile(shape, B) * unit_psum, bank)
+        psum_banks = _ceil(_max_tile(shape, B) * unit_psum + bias, bank)
         return ifmap_banks + psum_banks <= cfg.glb_banks, ifmap_banks
 
     if tile_units is not None:
@@ -1004,15 +1039,6 @@ def _evaluate(m, model):
             ifmap_valid = st.valid_rows * nc * vcols
             outs = NE * nf * fs
             psin = outs if (not first or lay.bias) else 0
-            # The chains of a pass run in lockstep (they share ifmap rows): at each output
-            # column every chain-bottom PE takes its p initial psums at once, which the psum
-            # GIN brings Vp at a time to one PE after the other (each PE's first packet sent
-            # ahead), so the last of the n chains (units x sub-blocks) waits
-            # n * (p/Vp - 1) - (p - Vp) cycles.
-            stall = 0
-            if psin:
-                stall = fs * sum(max(0, t_eff * u * (p_eff / Vp - 1) - (p_eff - Vp))
-                                 for u in st.units)
             # A pass's ifmap rows go out once the last rows of the one before are all sent:
             # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
             # values one output column ahead (it frees the first U columns of its window early
@@ -1020,6 +1046,27 @@ def _evaluate(m, model):
             # gap between passes.
             ahead = ((cfg.ifmap_spad_depth // q_eff - sw) / U + 1) * per_x
             gap = max(0.0, (D - 1) * lag - ahead)
+
+            # The chains of a pass run in lockstep (they share ifmap rows): at each output
+            # column every chain-bottom PE takes p initial psums and every chain top emits p
+            # final ones. Buffered a column ahead in the PEs, they cost nothing while the
+            # psum GIN (Vp values a cycle) and the GON (Vg) keep up on average; a column whose
+            # psums could not come ahead waits for the last of n chains to get its p psums,
+            # which the GIN brings Vp at a time to one PE after the other (each PE's first
+            # packet sent ahead): burst[n] cycles.
+            n_max = t_eff * u_cap
+            in_rate = p_eff / Vp if psin else 0
+            burst = [max(0, n * (p_eff / Vp - 1) - (p_eff - Vp)) if psin else 0
+                     for n in range(n_max + 1)]
+            stall = fs * sum(max(0, t_eff * u * max(in_rate, p_eff / Vg) - per_x)
+                             for u in st.units)
+            if psin and not first:
+                # The run's first pass needs the psums the run before has just computed (the
+                # same units; every other run, its first or last configuration group): the
+                # chain drains, and the psums come back through the GLB.
+                wait = [max(0, (D - 1) * lag + model.psum_turnaround + burst[n] - t_fload - gap)
+                        if n else 0 for n in range(n_max + 1)]
+                stall += sum(wait[t_eff * a] + wait[t_eff * b] for a, b in st.repeats) / 2
             compute = max(st.passes * (t_prim + gap) + stall,
                           tiles * (D * lag + model.glb_latency))
             streams = {"compute": compute, "ifmap GIN": ifmap_sent / Vi, "psum GIN": psin / Vp,
@@ -1031,7 +1078,9 @@ def _evaluate(m, model):
                                        for order in st.orders for a, b in itertools.pairwise(order))
             else:
                 run_reconf = st.changes * reconf
-            cycles = tiles * t_fload + streams[which] + run_reconf + fills * fill
+            # After a drain the first column's psums cannot come ahead either.
+            refill = fill + burst[t_eff * min(st.max_units, u_cap)]
+            cycles = tiles * t_fload + streams[which] + run_reconf + fills * refill
             count = n_fb * n_step
             array += cycles * count
             bound[which] += streams[which] * count
@@ -1040,7 +1089,7 @@ def _evaluate(m, model):
             parts["filter load"] += tiles * t_fload * count
             parts["stall"] += (streams[which] - st.passes * t_prim) * count
             parts["reconfigure"] += run_reconf * count
-            parts["fill"] += fills * fill * count
+            parts["fill"] += fills * refill * count
             macs_done = NE * nf * nc * h * sw * fs
             noc_f = st.sum_max_units * nf * nc * h * sw
             noc_i = NE * t_eff * nc * h * wp

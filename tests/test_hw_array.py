@@ -71,9 +71,10 @@ def test_rs_sets_on_real_pes(kwargs):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_rows_sent_one_after_another_deadlock():
     """Why the workload interleaves ifmap rows: sent whole, one row after the other, a diagonal
-    waits on psums from the diagonal below, whose row is queued behind it."""
+    waits on psums from the diagonal below, whose row is queued behind it (once more psums
+    than the PEs' psum FIFOs hold are held up)."""
     config = preset("tiny")
-    work = rs_workload(config, R=3, e=4, F=7)
+    work = rs_workload(config, R=3, e=4, F=30)
     tags = [w & ((1 << 2 * config.noc_id_bits) - 1) for w in work.ifmap]
     work.ifmap = [w for _, w in sorted(zip(tags, work.ifmap), key=lambda tw: tw[0])]
     with pytest.raises(TimeoutError):

@@ -273,3 +273,39 @@ def test_ifmap_runs_ahead_of_its_window(q, S, U):
     ring = TINY["ifmap_depth"] // q
     assert ring > S
     assert len(taken) == (kept[ring] if ring < len(kept) else width) * q
+
+
+def test_psums_buffered_a_column_ahead():
+    """``psum_in`` and ``psum_out`` each buffer ``psum_depth`` values: a PE takes the initial
+    psums of later columns before it needs them (even before its ``cfg``), and goes on
+    computing the next column while a whole column of final psums waits for ``psum_out``."""
+    rng = np.random.default_rng(11)
+    p, q, S, F = 4, 1, 2, 5                     # 8 psums: two columns per FIFO of TINY
+    (prim,) = make([(p, q, S, 1, F, True)], rng, psum=True)
+    pe = PE(**TINY, mac_stages=2)
+    stim = stimulus(pe.config_layout, [prim])
+    count = {"psum_in": 0, "macs": 0}
+
+    def producer(stream, words, start=0):
+        async def bench(ctx):
+            await ctx.tick().repeat(start + 1)
+            for word in words:
+                await stream_put(ctx, stream, int(word))
+                count[stream] = count.get(stream, 0) + 1
+        return bench
+
+    async def bench(ctx):
+        for _ in range(20):                     # nothing configured yet
+            *_, ready = await ctx.tick().sample(pe.psum_in.ready)
+        assert count.get(pe.psum_in, 0) == TINY["psum_depth"] and not ready
+        for _ in range(4 * prim.macs):          # psum_out is never ready: the PE holds
+            *_, busy = await ctx.tick().sample(pe.events.mac_busy)
+            count["macs"] += busy
+
+    run_simulation(pe, bench, background=[
+        producer(pe.psum_in, stim["psum_in"]), producer(pe.cfg, stim["cfg"], 20),
+        producer(pe.filter_in, stim["filter"], 20), producer(pe.ifmap_in, stim["ifmap"], 20)])
+    # Two columns' final psums wait in the FIFO and the third column's in the MAC pipeline and
+    # its issue stage: the MAC has gone through the third column's non-final terms.
+    assert count["macs"] >= 2 * p * q * S + (q * S - 1) * p
+    assert count[pe.psum_in] == F * p           # the fifth column's psums are in too

@@ -153,8 +153,8 @@ def test_eyeriss_grouped_chains():
 def test_filters_streamed_through_a_ring():
     """A run's filters larger than the GLB has room for: rows stream through a ring, each
     loaded once the row before it in the same words has been sent."""
-    config = TINY.replace(glb_banks=2, glb_bank_depth=32, glb_filter_depth=16)
-    lay = Conv2d("ring", 1, 2, 5, 7, 9, 4, 5)
+    config = TINY.replace(glb_banks=2, glb_bank_depth=24, glb_filter_depth=16)
+    lay = Conv2d("ring", 1, 3, 8, 7, 12, 4, 6, bias=False)
     prog, _ = check(lay, config, seeds=(None, 1, 2, 3))
     assert prog.stats["buffers"]["filter"] == 0 and prog.glb["filter_ring"][1] < 20
 
@@ -275,12 +275,13 @@ def test_compile_errors():
         compile_layer(SMALL, m)
     with pytest.raises(TypeError, match="relu must be a bool"):
         compile_layer(TINY, m, relu=1)
-    # The mapper budgets psums and ifmaps; bias rows and two filter rows come on top. A GLB
-    # too small for them: the error names the need by region and the GLB's size.
+    # The mapper budgets psums, bias rows and ifmaps; the zero row and two filter rows come
+    # on top, and its ifmap budget can fall short of the compiler's layout. A GLB too small:
+    # the error names the need by region and the GLB's size.
     cramped = TINY.replace(glb_banks=2, glb_bank_depth=16, glb_filter_depth=16)
-    lay = Conv2d("cramped", 2, 3, 4, 7, 9, 1, 4, padding=1, bias=True)
-    with pytest.raises(ValueError, match=r"needs 52 GLB words \(1 x 16 psum, 1 x 9 ifmap, "
-                                         r"1 x 16 bias, 3 zero, 8 for two filter rows\), more "
+    lay = Conv2d("cramped", 2, 6, 4, 7, 9, 1, 4, padding=1, bias=True)
+    with pytest.raises(ValueError, match=r"needs 49 GLB words \(1 x 8 psum, 1 x 18 ifmap, "
+                                         r"1 x 4 bias, 3 zero, 16 for two filter rows\), more "
                                          r"than the GLB's 48 \(2 banks of 16 \+ 16 filter"):
         compile_layer(cramped, map_layer(lay, cramped), has_bias=True)
 
