@@ -75,7 +75,10 @@ __all__ = [
     "Op",
     "PeCommand",
     "command",
+    "decode_command",
+    "decode_descriptor",
     "descriptor",
+    "encode_command",
 ]
 
 COMMAND_BYTES = 16
@@ -188,6 +191,75 @@ DESCRIPTOR_BYTES = DESCRIPTOR.size // 8
 assert COMMAND.size == 8 * COMMAND_BYTES, COMMAND.size
 
 
+# -- Encoding and decoding (the host's side: plain integers, no Amaranth values) --------------
+
+def _flatten(layout, offset=0, prefix=(), out=None):
+    """Return ``{path: (offset, width)}`` of every leaf field of ``layout``."""
+    out = {} if out is None else out
+    for name, fld in data.Layout.cast(layout):
+        shape = fld.shape
+        nested = isinstance(shape, data.Layout) or (
+            isinstance(shape, type) and issubclass(shape, (data.Struct, data.Union)))
+        if nested:
+            _flatten(shape, offset + fld.offset, prefix + (name,), out)
+        else:
+            out[prefix + (name,)] = (offset + fld.offset, fld.width)
+    return out
+
+
+_CMD_FIELDS = _flatten(COMMAND)
+_DESC_FIELDS = _flatten(DESCRIPTOR)
+_ARGS = {Op.LOAD: "move", Op.STORE: "move", Op.SEND: "move", Op.RECV: "move", Op.NOP: "move",
+         Op.PE_CFG: "pe", Op.NOC: "noc"}
+
+
+def _pack(fields, values):
+    word = 0
+    for path, value in values.items():
+        offset, width = fields[path]
+        value = int(value)
+        if not 0 <= value < 1 << width:
+            raise ValueError(f"command field {'.'.join(map(str, path))} = {value} does not fit "
+                             f"its {width} bits")
+        word |= value << offset
+    return word
+
+
+def _field(fields, word, path):
+    offset, width = fields[path]
+    return word >> offset & ((1 << width) - 1)
+
+
+def encode_command(operation, /, *, wait_engine=Engine.NONE, wait_count=0, fence=False,
+                   **args):
+    """Return the 128-bit command (an int) of ``operation`` (:class:`Op`) with its operands
+    ``args`` (the fields of ``move``, ``pe`` or ``noc`` in :data:`~rsaccel.hw.commands.COMMAND`,
+    by name; a ``NOC`` command's ``op`` is the :class:`~rsaccel.hw.noc.NocCfgOp`)."""
+    op = Op(operation)
+    values = {("op",): op.value, ("wait_engine",): Engine(wait_engine).value,
+              ("fence",): int(bool(fence)), ("wait_count",): wait_count}
+    part = _ARGS[op]
+    for name, value in args.items():
+        if ("args", part, name) not in _CMD_FIELDS:
+            raise ValueError(f"{op.name} has no operand {name!r}")
+        values[("args", part, name)] = value.value if hasattr(value, "value") else value
+    return _pack(_CMD_FIELDS, values)
+
+
+def decode_command(word):
+    """Return a command (an int) as a dict: ``op`` (:class:`Op`), ``wait_engine``
+    (:class:`Engine`), ``wait_count``, ``fence`` and ``args``, the operands of its operation
+    by name. Raises ValueError for an unknown operation or engine."""
+    op = Op(_field(_CMD_FIELDS, word, ("op",)))
+    out = {"op": op, "wait_engine": Engine(_field(_CMD_FIELDS, word, ("wait_engine",))),
+           "wait_count": _field(_CMD_FIELDS, word, ("wait_count",)),
+           "fence": bool(_field(_CMD_FIELDS, word, ("fence",)))}
+    part = _ARGS[op]
+    out["args"] = {path[2]: _field(_CMD_FIELDS, word, path) for path in _CMD_FIELDS
+                   if path[:2] == ("args", part) and not path[2].startswith("_")}
+    return out
+
+
 def command(op, /, *, wait=None, fence=False, **args):
     """Return the 16 bytes of one command.
 
@@ -195,20 +267,26 @@ def command(op, /, *, wait=None, fence=False, **args):
     fields (``addr``, ``count``, ``glb_addr``, ``flags``); for PE_CFG the :class:`PeCommand`
     fields; for NOC the :class:`NocCommand` fields.
     """
-    op = Op(op)
     engine, count = wait if wait is not None else (Engine.NONE, 0)
-    kind = {Op.PE_CFG: "pe", Op.NOC: "noc"}.get(op, "move")
-    value = COMMAND.const({"op": op, "wait_engine": Engine(engine), "fence": int(fence),
-                           "wait_count": count, "args": {kind: args}}).as_value().value
-    return value.to_bytes(COMMAND_BYTES, "little")
+    return encode_command(op, wait_engine=engine, wait_count=count, fence=fence,
+                          **args).to_bytes(COMMAND_BYTES, "little")
 
 
 def descriptor(lists, next=0):
     """Return the 64 bytes of a layer descriptor: ``lists`` maps :class:`Engine` to the
     ``(address, command count)`` of its list (absent engines: empty)."""
-    entries = [{"addr": 0, "count": 0} for _ in range(7)]
+    values = {("magic",): DESCRIPTOR_MAGIC, ("next",): next}
     for engine, (addr, count) in lists.items():
-        entries[Engine(engine).value] = {"addr": addr, "count": count}
-    value = DESCRIPTOR.const({"magic": DESCRIPTOR_MAGIC, "next": next,
-                              "lists": entries}).as_value().value
-    return value.to_bytes(DESCRIPTOR_BYTES, "little")
+        values[("lists", Engine(engine).value, "addr")] = addr
+        values[("lists", Engine(engine).value, "count")] = count
+    return _pack(_DESC_FIELDS, values).to_bytes(DESCRIPTOR_BYTES, "little")
+
+
+def decode_descriptor(raw):
+    """Return the 64 bytes of a descriptor as a dict: ``magic``, ``next`` and ``lists``, the
+    ``(address, command count)`` of each engine's list in :class:`Engine` order."""
+    word = int.from_bytes(raw, "little")
+    return {"magic": _field(_DESC_FIELDS, word, ("magic",)),
+            "next": _field(_DESC_FIELDS, word, ("next",)),
+            "lists": [(_field(_DESC_FIELDS, word, ("lists", k, "addr")),
+                       _field(_DESC_FIELDS, word, ("lists", k, "count"))) for k in range(7)]}

@@ -84,99 +84,28 @@ from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.lib import data
 
 from ..config import ArrayConfig
 from ..hw.commands import (
-    COMMAND,
     COMMAND_BYTES,
-    DESCRIPTOR,
     DESCRIPTOR_BYTES,
-    DESCRIPTOR_MAGIC,
     Engine,
     Op,
+    descriptor,
+    encode_command,
 )
 from ..hw.noc import NocCfgOp, NocNet
 from .layer_model import _check_array
 from .mapper import Mapping
 from .noc_ids import NETWORKS, noc_map
 
-__all__ = ["ENGINES", "Program", "chain", "compile_layer", "decode_command", "encode_command"]
+__all__ = ["ENGINES", "Program", "chain", "compile_layer"]
 
 #: The engines with a command list, in descriptor order.
 ENGINES = tuple(e for e in Engine if e is not Engine.NONE)
 
 _ALIGN = 64
 _SEND_ENGINES = (Engine.FILTER, Engine.IFMAP, Engine.PSUM)
-
-
-# -- Bit fields, from the layouts of hw/commands.py -----------------------------------------------
-
-def _flatten(layout, offset=0, prefix=(), out=None):
-    """Return ``{path: (offset, width)}`` of every leaf field of ``layout``."""
-    out = {} if out is None else out
-    for name, fld in data.Layout.cast(layout):
-        shape = fld.shape
-        nested = isinstance(shape, data.Layout) or (
-            isinstance(shape, type) and issubclass(shape, (data.Struct, data.Union)))
-        if nested:
-            _flatten(shape, offset + fld.offset, prefix + (name,), out)
-        else:
-            out[prefix + (name,)] = (offset + fld.offset, fld.width)
-    return out
-
-
-_CMD_FIELDS = _flatten(COMMAND)
-_DESC_FIELDS = _flatten(DESCRIPTOR)
-_ARGS = {Op.LOAD: "move", Op.STORE: "move", Op.SEND: "move", Op.RECV: "move", Op.NOP: "move",
-         Op.PE_CFG: "pe", Op.NOC: "noc"}
-
-
-def _pack(fields, values):
-    word = 0
-    for path, value in values.items():
-        offset, width = fields[path]
-        value = int(value)
-        if not 0 <= value < 1 << width:
-            raise ValueError(f"command field {'.'.join(map(str, path))} = {value} does not fit "
-                             f"its {width} bits")
-        word |= value << offset
-    return word
-
-
-def _field(fields, word, path):
-    offset, width = fields[path]
-    return word >> offset & ((1 << width) - 1)
-
-
-def encode_command(operation, /, *, wait_engine=Engine.NONE, wait_count=0, fence=False,
-                   **args):
-    """Return the 128-bit command (an int) of ``operation`` (:class:`Op`) with its operands
-    ``args`` (the fields of ``move``, ``pe`` or ``noc`` in :data:`~rsaccel.hw.commands.COMMAND`,
-    by name; a ``NOC`` command's ``op`` is the :class:`~rsaccel.hw.noc.NocCfgOp`)."""
-    op = Op(operation)
-    values = {("op",): op.value, ("wait_engine",): Engine(wait_engine).value,
-              ("fence",): int(bool(fence)), ("wait_count",): wait_count}
-    part = _ARGS[op]
-    for name, value in args.items():
-        if ("args", part, name) not in _CMD_FIELDS:
-            raise ValueError(f"{op.name} has no operand {name!r}")
-        values[("args", part, name)] = value.value if hasattr(value, "value") else value
-    return _pack(_CMD_FIELDS, values)
-
-
-def decode_command(word):
-    """Return a command (an int) as a dict: ``op`` (:class:`Op`), ``wait_engine``
-    (:class:`Engine`), ``wait_count``, ``fence`` and ``args``, the operands of its operation
-    by name. Raises ValueError for an unknown operation or engine."""
-    op = Op(_field(_CMD_FIELDS, word, ("op",)))
-    out = {"op": op, "wait_engine": Engine(_field(_CMD_FIELDS, word, ("wait_engine",))),
-           "wait_count": _field(_CMD_FIELDS, word, ("wait_count",)),
-           "fence": bool(_field(_CMD_FIELDS, word, ("fence",)))}
-    part = _ARGS[op]
-    out["args"] = {path[2]: _field(_CMD_FIELDS, word, path) for path in _CMD_FIELDS
-                   if path[:2] == ("args", part) and not path[2].startswith("_")}
-    return out
 
 
 def _ceil(a, b):
@@ -314,12 +243,8 @@ class Program:
         _check_base(base)
         if next % 16:
             raise ValueError(f"next descriptor address must be 16-byte aligned, not {next:#x}")
-        values = {("magic",): DESCRIPTOR_MAGIC, ("next",): next}
-        for k, e in enumerate(ENGINES):
-            offset, _ = self.layout[f"list.{e.name}"]
-            values[("lists", k, "addr")] = base + offset
-            values[("lists", k, "count")] = len(self._cmds[e])
-        return _pack(_DESC_FIELDS, values).to_bytes(DESCRIPTOR_BYTES, "little")
+        return descriptor({e: (base + self.layout[f"list.{e.name}"][0], len(self._cmds[e]))
+                           for e in ENGINES}, next)
 
     def image(self, x, w, bias=None, *, base=0, next=0):
         """Return the ``size`` bytes to place at ``base``: descriptor, lists and data.

@@ -56,11 +56,13 @@ from ..hw.commands import (
     Engine,
     ErrorCode,
     Op,
+    decode_command,
+    decode_descriptor,
 )
 from ..hw.noc import ROUTE_FROM_GIN, ROUTE_TO_GON, NocCfgOp, NocNet
 from .numerics import relu32, to_fp16
 from .pe_model import check_primitive, run_primitive
-from .program import _DESC_FIELDS, ENGINES, _field, decode_command
+from .program import ENGINES
 
 __all__ = ["ModelError", "Result", "run", "run_program"]
 
@@ -225,15 +227,13 @@ class _Machine:
             if desc_addr % 16:
                 raise ModelError(ErrorCode.DESCRIPTOR, f"descriptor address {desc_addr:#x} is not "
                                                        f"16-byte aligned")
-            word = int.from_bytes(self.read_bytes(desc_addr, DESCRIPTOR_BYTES, "descriptor"),
-                                  "little")
-            if _field(_DESC_FIELDS, word, ("magic",)) != DESCRIPTOR_MAGIC:
+            desc = decode_descriptor(self.read_bytes(desc_addr, DESCRIPTOR_BYTES, "descriptor"))
+            if desc["magic"] != DESCRIPTOR_MAGIC:
                 raise ModelError(ErrorCode.DESCRIPTOR, f"no descriptor magic at {desc_addr:#x}")
             self.counts["command_bytes"] += DESCRIPTOR_BYTES
             lists = {}
-            for k, e in enumerate(ENGINES):
-                addr = _field(_DESC_FIELDS, word, ("lists", k, "addr"))
-                count = _field(_DESC_FIELDS, word, ("lists", k, "count"))
+            for e in ENGINES:
+                addr, count = desc["lists"][e.value]
                 if addr % 16:
                     raise ModelError(ErrorCode.DESCRIPTOR, f"{e.name} list address {addr:#x} is "
                                                            f"not 16-byte aligned")
@@ -259,7 +259,7 @@ class _Machine:
             self.gon_head = None
             self._run_layer()
             completed.append(dict(self.layer.completed))
-            desc_addr = _field(_DESC_FIELDS, word, ("next",))
+            desc_addr = desc["next"]
         return completed
 
     def _ready(self, e, cmd, index):

@@ -14,18 +14,13 @@ from rsaccel.hw.commands import (
     Engine,
     ErrorCode,
     Op,
+    decode_command,
+    encode_command,
 )
 from rsaccel.sw.layer_model import run_layer
 from rsaccel.sw.layers import Conv2d
 from rsaccel.sw.mapper import make_mapping, map_layer
-from rsaccel.sw.program import (
-    ENGINES,
-    Program,
-    chain,
-    compile_layer,
-    decode_command,
-    encode_command,
-)
+from rsaccel.sw.program import ENGINES, Program, chain, compile_layer
 from rsaccel.sw.program_model import ModelError, run, run_program
 
 TINY, SMALL = preset("tiny"), preset("small")
