@@ -173,7 +173,9 @@ def _bench_alexnet(config, args):
         rows.append((lay, result["stats"], EYERISS_ALEXNET[lay.name]))
     print(f"\nAlexNet on {config.name} ({config.num_pes} PEs), batch {args.batch}, "
           f"{args.backend}" + (f", at most {args.max_channels} channels"
-                               if args.max_channels else "") + "; Eyeriss: JSSC 2017, batch 4")
+                               if args.max_channels else "")
+          + f", DRAM {args.dram_bandwidth or config.axi_data_bits / 8:g} bytes/cycle"
+          + "; Eyeriss: JSSC 2017, batch 4")
     print(f"{'layer':<14}{'cycles':>12}{'predicted':>12}{'rtl/pred':>9}{'util':>7}"
           f"{'Eyeriss':>8}{'DRAM MB':>9}{'Eyeriss':>8}{'GLB acc':>12}{'energy/MAC':>11}"
           f"{'sim s':>8}{'cyc/s':>9}")
