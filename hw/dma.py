@@ -136,9 +136,12 @@ class _Engine(wiring.Component):
 class DmaRead(_Engine):
     """Read ``cmd.words`` bus words from ``cmd.addr`` onwards and stream them out on ``data``.
 
-    Commands are taken one at a time (``cmd.ready`` while idle). Up to ``max_outstanding``
-    bursts are in flight; data leaves in address order. A refused command streams nothing.
-    After ``cancel`` no more words leave; ``rready`` stays high until every issued burst is in.
+    Commands are pipelined: the next is taken (``cmd.ready``) once the one before has requested
+    all its bursts, so the words of several may be on their way; they leave on ``data`` in the
+    order the commands were taken, each command's in address order (a user that must know whose
+    words come next counts them). Up to ``max_outstanding`` bursts are in flight. A refused
+    command streams nothing. After ``cancel`` no more words leave; ``rready`` stays high until
+    every issued burst is in.
     """
 
     _DATA_FLOW = Out
@@ -146,27 +149,24 @@ class DmaRead(_Engine):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        running = Signal()
         draining = Signal()                     # cancelled: discarding issued bursts
         addr = Signal(self._addr_width)
-        to_request = Signal(self._len_width)
-        to_receive = Signal(self._len_width)
+        to_request = Signal(self._len_width)    # of the command being requested
+        to_receive = Signal(self._len_width + 3)    # of every command taken
         outstanding = Signal(range(self._max_outstanding + 1))
 
         ok, code = self._check(m, self.cmd.payload)
+        accept = Signal()
         m.d.comb += [
-            self.cmd.ready.eq(~running & ~draining & ~self.cancel),
-            self.busy.eq(running | draining),
+            self.cmd.ready.eq(~to_request.any() & ~draining & ~self.cancel
+                              & (to_receive < (1 << (self._len_width + 2)))),
+            accept.eq(self.cmd.valid & self.cmd.ready & ok),
+            self.busy.eq(to_receive.any() | draining),
         ]
-        with m.If(self.cmd.valid & self.cmd.ready & ok):
-            m.d.sync += [
-                running.eq(1),
-                addr.eq(self.cmd.payload.addr),
-                to_request.eq(self.cmd.payload.words),
-                to_receive.eq(self.cmd.payload.words),
-            ]
+        with m.If(accept):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), to_request.eq(self.cmd.payload.words)]
 
-        issued = self._request(m, "ar", running & ~self.cancel, addr, to_request, outstanding,
+        issued = self._request(m, "ar", ~draining & ~self.cancel, addr, to_request, outstanding,
                                outstanding < self._max_outstanding)
         m.d.comb += [
             self.data.valid.eq(bus.rvalid & ~draining),
@@ -175,15 +175,12 @@ class DmaRead(_Engine):
         ]
         beat = bus.rvalid & bus.rready
         burst_done = beat & bus.rlast
-        m.d.sync += outstanding.eq(outstanding + issued - burst_done)
+        m.d.sync += [outstanding.eq(outstanding + issued - burst_done),
+                     to_receive.eq(to_receive + Mux(accept, self.cmd.payload.words, 0) - beat)]
         self._errors(m, (self.cmd.valid & self.cmd.ready & ~ok, code),
                      (beat & bus.rresp[1], DmaError.RESPONSE))
-        with m.If(beat):
-            m.d.sync += to_receive.eq(to_receive - 1)
-            with m.If(to_receive == 1):
-                m.d.sync += running.eq(0)
-        with m.If(self.cancel & running):
-            m.d.sync += [running.eq(0), draining.eq(1)]
+        with m.If(self.cancel & to_receive.any()):
+            m.d.sync += draining.eq(1)
         with m.If(draining & ~bus.arvalid & ~outstanding.any()):
             m.d.sync += [draining.eq(0), to_request.eq(0), to_receive.eq(0)]
         return m

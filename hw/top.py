@@ -66,6 +66,7 @@ COUNTERS = {
 ID_VALUE = 0x52534131       # "RSA1"
 _FETCH_DEPTH = 16           # commands queued per engine
 _FETCH_BURST = 8            # commands per list read
+_LOAD_CHUNK = 16            # words per read request of a LOAD (fetches go between them)
 _COUNT_BITS = 24            # completed-command counters
 _SETTLE = 4                 # idle cycles that end a layer
 
@@ -277,8 +278,18 @@ class Core(wiring.Component):
         req_addr = [Signal(cfg.axi_addr_bits, name=f"req{k}_addr") for k in range(3)]
         req_words = [Signal(24, name=f"req{k}_words") for k in range(3)]
         req_grant = Signal(3)
-        owner = Signal(3)               # one-hot: who gets the read data
+        req_engine = Signal(range(len(engines)))     # a fetch's engine
         rc = self.read_cmd
+        # The read DMA takes a request once the one before has asked for all its bursts, so
+        # the words of several are on their way: ``owners`` queues who gets them (one-hot
+        # requester, words, a fetch's engine), in the order they come back.
+        most = max(DESCRIPTOR.size // dw, _FETCH_BURST * COMMAND.size // dw, _LOAD_CHUNK)
+        owner_layout = data.StructLayout({"who": 3, "words": range(most + 1),
+                                          "engine": range(len(engines))})
+        m.submodules.owners = owners = fifo.SyncFIFO(width=owner_layout.size, depth=8)
+        head_owner = data.View(owner_layout, owners.r_data)
+        owner = Signal(3)               # one-hot: who gets the read data
+        m.d.comb += owner.eq(Mux(owners.r_rdy, head_owner.who, 0))
         with m.If(req_valid[REQ_DESC]):
             m.d.comb += req_grant.eq(1 << REQ_DESC)
         with m.Elif(req_valid[REQ_FETCH]):
@@ -286,7 +297,7 @@ class Core(wiring.Component):
         with m.Else():
             m.d.comb += req_grant.eq(req_valid & (1 << REQ_LOAD))
         m.d.comb += [
-            rc.valid.eq(req_grant.any() & ~failed),
+            rc.valid.eq(req_grant.any() & ~failed & owners.w_rdy),
             rc.payload.addr.eq(Mux(req_grant[REQ_DESC], req_addr[REQ_DESC],
                                    Mux(req_grant[REQ_FETCH], req_addr[REQ_FETCH],
                                        req_addr[REQ_LOAD]))),
@@ -295,12 +306,21 @@ class Core(wiring.Component):
                                         req_words[REQ_LOAD]))),
         ]
         granted = Signal(3)
-        m.d.comb += granted.eq(Mux(rc.valid & rc.ready, req_grant, 0))
-        with m.If(granted.any()):
-            m.d.sync += owner.eq(granted)
+        m.d.comb += [
+            granted.eq(Mux(rc.valid & rc.ready, req_grant, 0)),
+            owners.w_en.eq(granted.any()),
+            owners.w_data.eq(Cat(granted, rc.payload.words[:len(head_owner.words)], req_engine)),
+        ]
         rd = self.read_data
         beat = Signal(3)
         m.d.comb += beat.eq(Mux(rd.valid & rd.ready, owner, 0))
+        got = Signal(range(most + 1))        # words of the head request received
+        with m.If(beat.any()):
+            with m.If(got + 1 == head_owner.words):
+                m.d.comb += owners.r_en.eq(1)
+                m.d.sync += got.eq(0)
+            with m.Else():
+                m.d.sync += got.eq(got + 1)
 
         # --- Descriptor fetch and the layer sequence ----------------------------------------
         desc_words = DESCRIPTOR.size // dw
@@ -376,12 +396,14 @@ class Core(wiring.Component):
             q = fifo.SyncFIFOBuffered(width=COMMAND.size, depth=_FETCH_DEPTH)
             m.submodules[f"{e.name.lower()}_queue"] = q
             queues.append(q)
-        in_flight = Signal(range(_FETCH_BURST + 1))     # commands requested, not yet queued
-        fetch_engine = Signal(range(len(engines)))
+        # Commands requested and not yet queued, per engine (fetches are pipelined).
+        in_flight = [Signal(range(_FETCH_DEPTH + 1), name=f"{e.name.lower()}_in_flight")
+                     for e in engines]
         fetching = Signal()
+        m.d.comb += fetching.eq(Cat(f.any() for f in in_flight).any())
         m.submodules.fetch_arbiter = farb = RoundRobin(len(engines))
-        room = [q.level + Mux(fetching & (fetch_engine == k), in_flight, 0)
-                <= _FETCH_DEPTH - _FETCH_BURST for k, q in enumerate(queues)]
+        room = [q.level + in_flight[k] <= _FETCH_DEPTH - _FETCH_BURST
+                for k, q in enumerate(queues)]
         m.d.comb += [farb.requests[k].eq(running & list_left[k].any() & room[k])
                      for k in range(len(engines))]
         chosen = Signal(range(len(engines)))
@@ -393,13 +415,13 @@ class Core(wiring.Component):
         m.d.comb += [
             chosen_left.eq(Array(list_left)[chosen]),
             n_cmds.eq(Mux(chosen_left < _FETCH_BURST, chosen_left, _FETCH_BURST)),
-            req_valid[REQ_FETCH].eq(~fetching & farb.grant.any()),
+            req_valid[REQ_FETCH].eq(farb.grant.any()),
+            req_engine.eq(chosen),
             req_addr[REQ_FETCH].eq(Array(list_addr)[chosen]),
             req_words[REQ_FETCH].eq(n_cmds * words_per_cmd),
             farb.advance.eq(granted[REQ_FETCH]),
         ]
         with m.If(granted[REQ_FETCH]):
-            m.d.sync += [fetching.eq(1), fetch_engine.eq(chosen), in_flight.eq(n_cmds)]
             for k in range(len(engines)):
                 with m.If(chosen == k):
                     m.d.sync += [list_addr[k].eq(list_addr[k] + n_cmds * COMMAND_BYTES),
@@ -417,13 +439,15 @@ class Core(wiring.Component):
                 m.d.sync += [assembly.eq(Cat(assembly[dw:], rd.payload)),
                              part.eq(Mux(whole, 0, part + 1))]
         queued = Signal()
+        fetch_engine = Signal(range(len(engines)))   # whose command is being assembled
         m.d.sync += queued.eq(beat[REQ_FETCH] & whole)
+        with m.If(beat[REQ_FETCH]):
+            m.d.sync += fetch_engine.eq(head_owner.engine)
         for k, q in enumerate(queues):
             m.d.comb += [q.w_data.eq(assembly), q.w_en.eq(queued & (fetch_engine == k))]
-        with m.If(queued):
-            m.d.sync += in_flight.eq(in_flight - 1)
-            with m.If(in_flight == 1):
-                m.d.sync += fetching.eq(0)
+            m.d.sync += in_flight[k].eq(
+                in_flight[k] + Mux(granted[REQ_FETCH] & (chosen == k), n_cmds, 0)
+                - (queued & (fetch_engine == k)))
 
         # --- Engines: heads, waits, completion counters -------------------------------------
         done = [Signal(_COUNT_BITS, name=f"{e.name.lower()}_done") for e in engines]
@@ -473,24 +497,36 @@ class Core(wiring.Component):
         # LOAD: memory -> GLB.
         k = Engine.LOAD.value
         head = heads[k]
+        # A LOAD is read in requests of at most _LOAD_CHUNK words, so that command fetches
+        # (first in the read arbitration) wait behind a few bursts, not behind a whole LOAD.
         load_busy = Signal()
-        load_left = Signal(24)
+        load_left = Signal(24)          # words to write to the GLB
         load_addr = Signal(ga)
+        load_req_left = Signal(24)      # words to request from memory
+        load_req_addr = Signal(cfg.axi_addr_bits)
         load_done = Signal()
         bad_op(k, Op.LOAD)
         load_nop = nop(k, ~load_busy)
         is_load = ready_to_run[k] & (head.op == Op.LOAD) & ~load_busy
         out_of_glb = glb_end(head, head.args.move.count)
         fail(is_load & out_of_glb, ErrorCode.GLB_RANGE, Engine.LOAD, taken[k])
+        fail(is_load & ~head.args.move.count.any(), ErrorCode.DMA_ALIGN, Engine.LOAD, taken[k])
+        load_start = Signal()
         m.d.comb += [
-            req_valid[REQ_LOAD].eq(is_load & ~out_of_glb),
-            req_addr[REQ_LOAD].eq(head.args.move.addr),
-            req_words[REQ_LOAD].eq(head.args.move.count),
-            take[k].eq(load_nop | granted[REQ_LOAD]),
+            load_start.eq(is_load & ~out_of_glb & head.args.move.count.any()),
+            req_valid[REQ_LOAD].eq(load_req_left.any()),
+            req_addr[REQ_LOAD].eq(load_req_addr),
+            req_words[REQ_LOAD].eq(Mux(load_req_left < _LOAD_CHUNK, load_req_left, _LOAD_CHUNK)),
+            take[k].eq(load_nop | load_start),
         ]
-        with m.If(granted[REQ_LOAD]):
+        with m.If(load_start):
             m.d.sync += [load_busy.eq(1), load_left.eq(head.args.move.count),
-                         load_addr.eq(head.args.move.glb_addr)]
+                         load_addr.eq(head.args.move.glb_addr),
+                         load_req_left.eq(head.args.move.count),
+                         load_req_addr.eq(head.args.move.addr)]
+        with m.If(granted[REQ_LOAD]):
+            m.d.sync += [load_req_left.eq(load_req_left - req_words[REQ_LOAD]),
+                         load_req_addr.eq(load_req_addr + (req_words[REQ_LOAD] << (dw // 8).bit_length() - 1))]
         lw = glb.write[WR_LOAD]
         m.d.comb += [
             lw.valid.eq(rd.valid & owner[REQ_LOAD] & load_busy),

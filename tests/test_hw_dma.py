@@ -224,6 +224,46 @@ def test_read_cancel_mid_transfer(seed, data_width, cancel_cycles):
     run_simulation(dut, bench, background=[mem.process], deadline_cycles=5000)
 
 
+@pytest.mark.parametrize("seed, data_width", [(11, 64), (12, 32)])
+def test_read_commands_pipelined(seed, data_width):
+    """A command is taken once the one before has requested all its bursts, while its words are
+    still coming: the words of all leave in order, a refused one in between streams nothing."""
+    dut = DmaRead(data_width=data_width, **KWARGS)
+    mem, before = setup(dut, seed)
+    w = mem.word
+    rng = np.random.default_rng(seed + 100)
+    reads = [(0x1000 - 3 * w, 9), (0x2000, 1), (0x2000 + 1, 4), (0x3000 + 8 * w, 22),
+             (0x500, 2)]        # the third is misaligned: refused
+    expect = [v for a, n in reads if a % w == 0 for v in words_at(before, a, n, w)]
+    got, taken_busy = [], 0
+
+    async def bench(ctx):
+        nonlocal taken_busy
+        await set_window(ctx, dut)
+        pending = list(reads)
+        while len(got) < len(expect) or pending:
+            if pending:
+                ctx.set(dut.cmd.valid, 1)
+                ctx.set(dut.cmd.payload, {"addr": pending[0][0], "words": pending[0][1]})
+            ctx.set(dut.data.ready, rng.random() < 0.6)
+            _, _, cv, cr, busy, valid, ready, payload = await ctx.tick().sample(
+                dut.cmd.valid, dut.cmd.ready, dut.busy, dut.data.valid, dut.data.ready,
+                dut.data.payload)
+            if cv and cr:
+                taken_busy += busy
+                pending.pop(0)
+                ctx.set(dut.cmd.valid, 0)
+            if valid and ready:
+                got.append(payload)
+        await ctx.tick().until(~dut.busy)
+        assert got == expect
+        assert ctx.get(dut.error) == DmaError.ALIGN
+        check_drained(mem)
+        assert taken_busy >= 2, "no command was taken while words of another were coming"
+
+    run_simulation(dut, bench, background=[mem.process], deadline_cycles=5000)
+
+
 @pytest.mark.parametrize("seed, data_width, refused_beat, cancel_cycles", [
     (1, 64, False, 1), (2, 32, True, 1), (3, 64, True, 3), (4, 32, False, 3)])
 def test_write_cancel_mid_transfer(seed, data_width, refused_beat, cancel_cycles):
