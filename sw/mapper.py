@@ -100,9 +100,13 @@ preset, within about 5% of the RTL's cycles). Per run:
   A change costs its configuration words (all of them at the start, those that differ later)
   times the cycles to fetch a command (``128 / axi_data_bits`` beats plus
   ``CostModel.fetch_overhead / 8``), and the chain drains and refills around it.
-* DRAM at ``axi_data_bits / 8`` bytes per cycle, double-buffered behind the array: the layer
-  takes ``max(array cycles, DRAM cycles)`` plus the unhidden DRAM time of the first run's inputs
-  and the last tile's outputs (``CostModel.dram_overlap=False``: the sum instead).
+* DRAM at ``CostModel.dram_bytes_per_cycle`` (default ``axi_data_bits / 8``), double-buffered
+  behind the array: the layer takes ``max(array cycles, DRAM cycles)`` plus the unhidden DRAM
+  time of the first run's inputs and the last tile's outputs (``CostModel.dram_overlap=False``:
+  the sum instead). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
+  their window with the padding columns, each channel set's from a word boundary, and the
+  command lists (16 bytes a command; estimated from the rows, chains and passes, within a few
+  percent on the AlexNet layers).
 
 Access counts are in values (an FP16 or FP32 value is one access, as Eyeriss counts 16-bit
 words); energy uses Eyeriss's normalized costs (DRAM 200, GLB 6, NoC 2, scratchpad 1, MAC 1).
@@ -117,6 +121,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ArrayConfig
+from ..hw.commands import COMMAND_BYTES
 from .layers import Conv2d
 from .noc_ids import RSSet, Segment, noc_map
 from .pe_model import check_primitive
@@ -1073,11 +1078,9 @@ def _evaluate(m, model):
                        "GON": outs / Vg, "filter GIN": tiles * fvals / f_rate}
             which = max(streams, key=streams.get)
             fills = {"reconfig": st.changes, "run": tiles, "pass": st.passes}[model.fill]
-            if model.reconfig_cycles is None:
-                run_reconf = cmd * sum(_words_changed(cfg, h, U, r_eff, t_eff, u_cap, a, b)
-                                       for order in st.orders for a, b in itertools.pairwise(order))
-            else:
-                run_reconf = st.changes * reconf
+            changed = sum(_words_changed(cfg, h, U, r_eff, t_eff, u_cap, a, b)
+                          for order in st.orders for a, b in itertools.pairwise(order))
+            run_reconf = cmd * changed if model.reconfig_cycles is None else st.changes * reconf
             # After a drain the first column's psums cannot come ahead either.
             refill = fill + burst[t_eff * min(st.max_units, u_cap)]
             cycles = tiles * t_fload + streams[which] + run_reconf + fills * refill
@@ -1094,11 +1097,26 @@ def _evaluate(m, model):
             noc_f = st.sum_max_units * nf * nc * h * sw
             noc_i = NE * t_eff * nc * h * wp
             dram["filter"] += tiles * fvals * 2 * count
+            # The command lists are read from DRAM too: an IFMAP command per ifmap row sent,
+            # a PSUM command per chain bottom and a RECV segment per chain top in each pass,
+            # a FILTER command per filter row of a run (and a LOAD each, every pass, when
+            # they stream through the GLB), about a LOAD and a PE_CFG per pass, and the NoC
+            # configuration words that change.
+            chains = t_eff * sum(st.units)
+            frows = t_eff * r_eff * h
+            commands = (st.sent_rows * r_eff + (chains if psin else 0) + chains + 2 * st.passes
+                        + (tiles * frows if fvals * 2 <= store else 2 * st.passes * frows)
+                        + changed)
+            dram["commands"] += commands * COMMAND_BYTES * count
             glb_w["filter"] += tiles * fvals * count
             glb_r["filter"] += tiles * fvals * count
             if m.ifmap_resident == "pass":
-                dram["ifmap"] += ifmap_valid * 2 * count
-                glb_w["ifmap"] += ifmap_valid * count
+                # Loaded as the compiler lays them out: each row of a channel set as wide as
+                # its window with the padding columns, from a word boundary.
+                word = cfg.glb_word_bits // 8
+                loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
+                dram["ifmap"] += loaded * count
+                glb_w["ifmap"] += loaded // 2 * count
             glb_r["ifmap"] += ifmap_valid * count
             glb_r["psum"] += psin * count
             glb_w["psum"] += outs * count
@@ -1123,6 +1141,7 @@ def _evaluate(m, model):
         parts["fill"] += geo * geo_fill if model.fill == "reconfig" else 0
     array += start_fill
     parts["fill"] += start_fill
+    dram["commands"] += noc_config_words(cfg) * COMMAND_BYTES / G     # the first NoC set-up
     if m.ifmap_resident == "tile":
         mx, total = _tile_rows(lay.E, U, lay.padding, lay.H, lay.R, NE, m.tile_units, m.pack)
         for cols in m.strips:
@@ -1158,7 +1177,7 @@ def _evaluate(m, model):
         which = "DRAM"
     macs = lay.macs
     dram_values = (dram.get("ifmap", 0) / 2 + dram.get("filter", 0) / 2
-                   + dram.get("bias", 0) / 4 + outputs * G)
+                   + dram.get("commands", 0) / 2 + dram.get("bias", 0) / 4 + outputs * G)
     glb_total = sum(glb_r.values()) + sum(glb_w.values())
     noc_total = sum(noc.values())
     energy = {"dram": model.e_dram * dram_values, "glb": model.e_glb * glb_total,
