@@ -29,6 +29,15 @@ The controller runs seven *engines* concurrently, each from its own list of comm
 
 Every list may also hold ``NOP`` commands, which only wait.
 
+Rows
+----
+A ``SEND`` or ``RECV`` command with ``repeat = n`` is ``n + 1`` commands in one: row ``k``
+(0 to ``n``) has the command's ``count``, GLB address ``glb_addr + k * glb_stride`` (modulo
+2**16) and tags (``SEND``) or source (``RECV``) ``(row + k * row_step, col + k * col_step)``
+(each modulo 256); row 0 has the command's wait and fence, the others none. Engines count rows:
+in the completion counts below, in ``TAKEN_*`` and in ``ERROR_INDEX``, each row is a command
+of its own, so a list's counts are those of the list written out row by row.
+
 Synchronisation
 ---------------
 Every engine counts its *completed* commands from 0 at the start of each layer. A command
@@ -162,11 +171,12 @@ class NocCommand(data.Struct):
 
 
 #: One command. ``args`` is read as the operation needs (see the module docstring):
-#: ``LOAD`` / ``STORE``: ``addr`` (byte address), ``count``, ``glb_addr``, and for STORE
-#: ``flags`` bit 0 ``fp16``, bit 1 ``relu``; ``SEND``: ``count``, ``glb_addr``, ``row_tag``
-#: (``flags`` bits 0-7) and ``col_tag`` (bits 8-15); ``RECV``: ``count``, ``glb_addr``,
-#: ``src_row`` (``flags`` bits 0-7) and ``src_col`` (bits 8-15); ``PE_CFG``:
-#: :class:`PeCommand`; ``NOC``: :class:`NocCommand`.
+#: ``LOAD`` / ``STORE``: ``move``: ``addr`` (byte address), ``count``, ``glb_addr``, and for
+#: STORE ``flags`` bit 0 ``fp16``, bit 1 ``relu``; ``SEND``: ``rows``: ``count``, ``glb_addr``,
+#: ``row_tag`` (``flags`` bits 0-7) and ``col_tag`` (bits 8-15); ``RECV``: ``rows``: ``count``,
+#: ``glb_addr``, ``src_row`` (``flags`` bits 0-7) and ``src_col`` (bits 8-15); ``PE_CFG``:
+#: :class:`PeCommand`; ``NOC``: :class:`NocCommand`. A ``SEND`` or ``RECV`` with ``repeat``
+#: ``n`` stands for ``n + 1`` rows (see "Rows" in the module docstring).
 COMMAND = data.StructLayout({
     "op": Op,
     "wait_engine": Engine,
@@ -174,6 +184,8 @@ COMMAND = data.StructLayout({
     "wait_count": 24,
     "args": data.UnionLayout({
         "move": data.StructLayout({"addr": 32, "count": 24, "glb_addr": 16, "flags": 24}),
+        "rows": data.StructLayout({"repeat": 8, "glb_stride": 16, "row_step": 4, "col_step": 4,
+                                   "count": 24, "glb_addr": 16, "flags": 24}),
         "pe": PeCommand,
         "noc": NocCommand,
     }),
@@ -209,7 +221,7 @@ def _flatten(layout, offset=0, prefix=(), out=None):
 
 _CMD_FIELDS = _flatten(COMMAND)
 _DESC_FIELDS = _flatten(DESCRIPTOR)
-_ARGS = {Op.LOAD: "move", Op.STORE: "move", Op.SEND: "move", Op.RECV: "move", Op.NOP: "move",
+_ARGS = {Op.LOAD: "move", Op.STORE: "move", Op.SEND: "rows", Op.RECV: "rows", Op.NOP: "move",
          Op.PE_CFG: "pe", Op.NOC: "noc"}
 
 
@@ -263,8 +275,10 @@ def decode_command(word):
 def command(op, /, *, wait=None, fence=False, **args):
     """Return the 16 bytes of one command.
 
-    ``wait``: ``(engine, count)`` or None. ``args``: for LOAD/STORE/SEND/RECV the ``move``
-    fields (``addr``, ``count``, ``glb_addr``, ``flags``); for PE_CFG the :class:`PeCommand`
+    ``wait``: ``(engine, count)`` or None. ``args``: for LOAD/STORE the ``move`` fields
+    (``addr``, ``count``, ``glb_addr``, ``flags``), for SEND/RECV the ``rows`` fields (``count``,
+    ``glb_addr``, ``flags``, and ``repeat``, ``glb_stride``, ``row_step``, ``col_step``); for
+    PE_CFG the :class:`PeCommand`
     fields; for NOC the :class:`NocCommand` fields.
     """
     engine, count = wait if wait is not None else (Engine.NONE, 0)

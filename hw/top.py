@@ -456,7 +456,8 @@ class Core(wiring.Component):
         ready_to_run = []
         completions = {}                # engine -> per-cycle completion count (a Value)
         engine_idle = {}                # engine -> no command under way
-        take = [Signal(name=f"{e.name.lower()}_take") for e in engines]
+        take = [Signal(name=f"{e.name.lower()}_take") for e in engines]    # a command or row
+        pop = [Signal(name=f"{e.name.lower()}_pop") for e in engines]      # its last row
         for k, (e, q, head) in enumerate(zip(engines, queues, heads)):
             wait_ok = Signal(name=f"{e.name.lower()}_wait_ok")
             with m.Switch(head.wait_engine):
@@ -466,7 +467,7 @@ class Core(wiring.Component):
                 with m.Case(Engine.NONE):
                     m.d.comb += wait_ok.eq(1)
             ok = Signal(name=f"{e.name.lower()}_ready_to_run")
-            m.d.comb += [ok.eq(running & q.r_rdy & wait_ok & ~failed), q.r_en.eq(take[k])]
+            m.d.comb += [ok.eq(running & q.r_rdy & wait_ok & ~failed), q.r_en.eq(pop[k])]
             ready_to_run.append(ok)
             with m.If(take[k]):
                 m.d.sync += taken[k].eq(taken[k] + 1)
@@ -485,6 +486,24 @@ class Core(wiring.Component):
             strobe = Signal(name=f"{e.name.lower()}_nop")
             m.d.comb += strobe.eq(ready_to_run[k] & (head.op == Op.NOP) & (~head.fence | fence_ok))
             return strobe
+
+        def rows(k, fired):
+            """Return the GLB address, flags, first-row and last-row flags of the row of engine
+            ``k``'s head command (SEND or RECV, see "Rows" in :mod:`.commands`) to give now;
+            ``fired``: the row is given this cycle (the command leaves after its last)."""
+            e, rw = engines[k], heads[k].args.rows
+            n = Signal(8, name=f"{e.name.lower()}_row")
+            at = Signal(16, name=f"{e.name.lower()}_row_addr")
+            tags = Signal(16, name=f"{e.name.lower()}_row_tags")
+            first, last = n == 0, n == rw.repeat
+            addr = Mux(first, rw.glb_addr, at)
+            flags = Mux(first, rw.flags[:16], tags)
+            with m.If(fired):
+                m.d.sync += [n.eq(Mux(last, 0, n + 1)), at.eq(addr + rw.glb_stride),
+                             tags.eq(Cat((flags[:8] + rw.row_step)[:8],
+                                         (flags[8:] + rw.col_step)[:8]))]
+            m.d.comb += pop[k].eq(take[k] & (last | (heads[k].op == Op.NOP)))
+            return addr, flags, first, last
 
         def bad_op(k, *ops):
             """Flag a command engine ``k`` does not run."""
@@ -540,6 +559,7 @@ class Core(wiring.Component):
             with m.If(load_left == 1):
                 m.d.sync += load_busy.eq(0)
                 m.d.comb += load_done.eq(1)
+        m.d.comb += pop[k].eq(take[k])
         completions[Engine.LOAD] = load_nop + load_done
         engine_idle[Engine.LOAD] = ~load_busy
 
@@ -589,6 +609,7 @@ class Core(wiring.Component):
         with m.If((store_state == 2) & ~output.busy & ~self.write_busy):
             m.d.sync += store_state.eq(0)
             m.d.comb += store_done.eq(1)
+        m.d.comb += pop[k].eq(take[k])
         completions[Engine.STORE] = store_nop + store_done
         engine_idle[Engine.STORE] = store_state == 0
 
@@ -600,16 +621,17 @@ class Core(wiring.Component):
             snop = nop(k, s.idle)
             is_send = ready_to_run[k] & (head.op == Op.SEND)
             vpp = s.values_per_packet
-            out_of = glb_end(head, ceil_shift(head.args.move.count, vpp.bit_length() - 1))
-            fail(is_send & out_of, ErrorCode.GLB_RANGE, e, taken[k])
             d = s.desc
+            addr, flags, first, _ = rows(k, d.valid & d.ready)
+            out_of = addr + ceil_shift(head.args.rows.count, vpp.bit_length() - 1) > nglb
+            fail(is_send & out_of, ErrorCode.GLB_RANGE, e, taken[k])
             m.d.comb += [
                 d.valid.eq(is_send & ~out_of),
-                d.payload.glb_addr.eq(head.args.move.glb_addr),
-                d.payload.values.eq(head.args.move.count),
-                d.payload.row_tag.eq(head.args.move.flags[:8]),
-                d.payload.col_tag.eq(head.args.move.flags[8:16]),
-                d.payload.fence.eq(head.fence),
+                d.payload.glb_addr.eq(addr),
+                d.payload.values.eq(head.args.rows.count),
+                d.payload.row_tag.eq(flags[:8]),
+                d.payload.col_tag.eq(flags[8:]),
+                d.payload.fence.eq(head.fence & first),
                 take[k].eq(snop | (d.valid & d.ready)),
             ]
             completions[e] = snop + s.done
@@ -620,16 +642,17 @@ class Core(wiring.Component):
         head = heads[k]
         bad_op(k, Op.RECV)
         rnop = nop(k, ~recv.busy)
-        is_recv = ready_to_run[k] & (head.op == Op.RECV) & ~(head.fence & recv.busy)
-        r_out = glb_end(head, ceil_shift(head.args.move.count, P.bit_length() - 1))
-        fail(is_recv & r_out, ErrorCode.GLB_RANGE, Engine.RECV, taken[k])
         seg = recv.segment
+        addr, flags, first, _ = rows(k, seg.valid & seg.ready)
+        is_recv = ready_to_run[k] & (head.op == Op.RECV) & ~(head.fence & first & recv.busy)
+        r_out = addr + ceil_shift(head.args.rows.count, P.bit_length() - 1) > nglb
+        fail(is_recv & r_out, ErrorCode.GLB_RANGE, Engine.RECV, taken[k])
         m.d.comb += [
             seg.valid.eq(is_recv & ~r_out),
-            seg.payload.src_row.eq(head.args.move.flags[:8]),
-            seg.payload.src_col.eq(head.args.move.flags[8:16]),
-            seg.payload.glb_addr.eq(head.args.move.glb_addr),
-            seg.payload.values.eq(head.args.move.count),
+            seg.payload.src_row.eq(flags[:8]),
+            seg.payload.src_col.eq(flags[8:]),
+            seg.payload.glb_addr.eq(addr),
+            seg.payload.values.eq(head.args.rows.count),
             take[k].eq(rnop | (seg.valid & seg.ready)),
             recv.restart.eq(restart),
         ]
@@ -697,6 +720,7 @@ class Core(wiring.Component):
         m.d.comb += [
             load_pe.eq(is_pe & ~pe_bad & rect_free),
             take[k].eq(cnop | (ncw.valid & ncw.ready) | load_pe),
+            pop[k].eq(take[k]),
         ]
         new_cfg = Signal(pes[0].config_layout)
         m.d.comb += [new_cfg.S.eq(pc.S), new_cfg.U.eq(pc.U), new_cfg.p.eq(pc.p),

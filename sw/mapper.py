@@ -256,13 +256,14 @@ def _tile_passes(NE, E, B, pack, u_cap):
 
 _Stats = namedtuple("_Stats", "passes sent_rows valid_rows max_units sum_max_units max_run "
                               "max_runs max_valid_rows changes patterns orders units "
-                              "repeats")
+                              "repeats row_groups")
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
     """Totals over all the passes of one run per tile (a group's units, passes of ``u_cap``)."""
     passes = sent = valid = max_units = sum_max_units = max_run = max_runs = max_valid = 0
+    groups = 0
     changes = 0
     patterns = set()
     orders, units_per_pass, repeats = [], [], []
@@ -277,6 +278,12 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
                 s, v = _run_rows(y0, length, U, i0, h, pad, H)
                 sent += s
                 pass_valid += v
+                # IFMAP commands of a run and channel set (rows stepping evenly go in one,
+                # sw.program.row_groups): padding rows above, rows inside, padding rows below;
+                # a row block per output row when the stride exceeds the filter rows.
+                lo = y0 * U + i0
+                groups += (int(lo < pad) + int(v > 0) + int(lo + s > pad + H)) if U <= h \
+                    else length
             valid += pass_valid
             max_valid = max(max_valid, pass_valid)
             max_run = max(max_run, max(seq[-1]))
@@ -297,7 +304,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
                              for pat in (order[0], order[-1])))
     return _Stats(passes, sent, valid, max_units, sum_max_units, max_run, max_runs, max_valid,
                   changes, frozenset(patterns), tuple(orders), tuple(units_per_pass),
-                  tuple(repeats))
+                  tuple(repeats), groups)
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -1097,16 +1104,18 @@ def _evaluate(m, model):
             noc_f = st.sum_max_units * nf * nc * h * sw
             noc_i = NE * t_eff * nc * h * wp
             dram["filter"] += tiles * fvals * 2 * count
-            # The command lists are read from DRAM too: an IFMAP command per ifmap row sent,
-            # a PSUM command per chain bottom and a RECV segment per chain top in each pass,
-            # a FILTER command per filter row of a run (and a LOAD each, every pass, when
-            # they stream through the GLB), about a LOAD and a PE_CFG per pass, and the NoC
-            # configuration words that change.
-            chains = t_eff * sum(st.units)
+            # The command lists are read from DRAM too (16 bytes a command), evenly stepping
+            # SEND and RECV rows one command each (sw.program.row_groups): the IFMAP row
+            # groups of each channel set, a PSUM and a RECV command per band of PE rows (at
+            # least two) each pass, a FILTER command per filter row of a run (and a LOAD each,
+            # every pass, when they stream through the GLB), about a LOAD and a PE_CFG per
+            # pass, and the NoC configuration words that change.
+            per_pass = max(2, cfg.rows // D)
             frows = t_eff * r_eff * h
-            commands = (st.sent_rows * r_eff + (chains if psin else 0) + chains + 2 * st.passes
-                        + (tiles * frows if fvals * 2 <= store else 2 * st.passes * frows)
-                        + changed)
+            commands = (st.row_groups * r_eff
+                        + (per_pass if psin else 0) * st.passes + per_pass * st.passes
+                        + 2 * st.passes + changed
+                        + (tiles * frows if fvals * 2 <= store else 2 * st.passes * frows))
             dram["commands"] += commands * COMMAND_BYTES * count
             glb_w["filter"] += tiles * fvals * count
             glb_r["filter"] += tiles * fvals * count

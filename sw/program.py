@@ -99,7 +99,7 @@ from .layer_model import _check_array
 from .mapper import Mapping
 from .noc_ids import NETWORKS, noc_map
 
-__all__ = ["ENGINES", "Program", "chain", "compile_layer"]
+__all__ = ["ENGINES", "Program", "chain", "compile_layer", "row_groups"]
 
 #: The engines with a command list, in descriptor order.
 ENGINES = tuple(e for e in Engine if e is not Engine.NONE)
@@ -128,8 +128,12 @@ class _Cmd:
     note: str = ""
     dram: bool = False              # args["addr"] is relative to the base
 
-    def word(self, base, resolve):
+    def word(self, base, resolve, rows=None):
+        """The command's 128 bits; ``rows``: the ``(repeat, glb_stride, row_step, col_step)``
+        of a SEND or RECV that stands for the rows after it too."""
         args = dict(self.args)
+        if rows is not None:
+            args.update(zip(("repeat", "glb_stride", "row_step", "col_step"), rows))
         if self.dram:
             args["addr"] = base + args["addr"]
         wait_engine, wait_count = Engine.NONE, 0
@@ -174,15 +178,18 @@ class Program:
         return ref if isinstance(ref, int) else self._markers[ref]
 
     def commands(self, base=0):
-        """Return ``{Engine: [command ints]}`` for an image at ``base``."""
+        """Return ``{Engine: [command ints]}`` for an image at ``base``: the lists as they go to
+        memory, each run of rows one command can carry in one (:func:`row_groups`)."""
         _check_base(base)
-        return {e: [c.word(base, self._resolve) for c in self._cmds[e]] for e in ENGINES}
+        return {e: [self._cmds[e][k].word(base, self._resolve, rows)
+                    for k, rows in row_groups(self._cmds[e])] for e in ENGINES}
 
     def listing(self, base=0):
         """Return the command lists as text, one command a line with what it is for."""
         lines = []
         for e in ENGINES:
-            lines.append(f"{e.name} ({len(self._cmds[e])} commands)")
+            lines.append(f"{e.name} ({len(self._cmds[e])} commands in "
+                         f"{len(row_groups(self._cmds[e]))} words)")
             for k, c in enumerate(self._cmds[e]):
                 args = dict(c.args)
                 if c.dram:
@@ -243,7 +250,8 @@ class Program:
         _check_base(base)
         if next % 16:
             raise ValueError(f"next descriptor address must be 16-byte aligned, not {next:#x}")
-        return descriptor({e: (base + self.layout[f"list.{e.name}"][0], len(self._cmds[e]))
+        return descriptor({e: (base + self.layout[f"list.{e.name}"][0],
+                               self.layout[f"list.{e.name}"][1] // COMMAND_BYTES)
                            for e in ENGINES}, next)
 
     def image(self, x, w, bias=None, *, base=0, next=0):
@@ -534,8 +542,11 @@ class _Compiler:
             block.word0 = word
             block.segments = []
             # Segments in the order of their rows, so that runs with the same passes but other
-            # chain heights (other source PEs) lay their psums out the same way.
-            for src in sorted(block.passes[0].sources, key=block.passes[0].sources.get):
+            # chain heights (other source PEs) lay their psums out the same way: filter
+            # sub-block, then unit, so that a sub-block's segments step evenly through the GLB
+            # and the PEs (one RECV command carries them, see row_groups).
+            rows0 = block.passes[0].sources
+            for src in sorted(rows0, key=lambda s: rows0[s][::-1]):
                 rows = tuple(info.sources[src] for info in block.passes)
                 count = 0
                 for unit_ot in rows:
@@ -1150,14 +1161,16 @@ class _Compiler:
         self._emit()
         layout = dict(self.layout)
         offset = self.data_end
+        words = {e: len(row_groups(self.cmds[e])) for e in ENGINES}
         for e in ENGINES:
-            nbytes = len(self.cmds[e]) * COMMAND_BYTES
+            nbytes = words[e] * COMMAND_BYTES
             layout[f"list.{e.name}"] = (offset, nbytes)
             offset = _align(offset + nbytes)
         stats = dict(self.stats)
         stats.update(jobs=len(self.jobs), runs=len(self.runs), blocks=len(self.blocks),
                      passes=len(self.passes),
-                     commands={e.name: len(self.cmds[e]) for e in ENGINES},
+                     commands={e.name: words[e] for e in ENGINES},
+                     rows={e.name: len(self.cmds[e]) for e in ENGINES},
                      buffers={"psum": self.n_psum, "ifmap": self.n_ifmap,
                               "filter": self.n_filter, "bias": self.n_bias if self.has_bias
                               else 0})
@@ -1168,6 +1181,38 @@ class _Compiler:
         prog.check_rules()
         prog.sequential_order()
         return prog
+
+
+def row_groups(cmds):
+    """Return how the commands ``cmds`` (one engine's list, row by row) go to memory:
+    ``[(index, rows)]``, a command per entry, ``rows`` None for a command of its own or the
+    ``(repeat, glb_stride, row_step, col_step)`` of a SEND or RECV that also stands for the
+    ``repeat`` commands after it (:mod:`rsaccel.hw.commands`, "Rows"): those have no wait and
+    no fence, the same operation and ``count``, and their GLB address and tags step evenly
+    (tags by at most 15)."""
+    out = []
+    k = 0
+    while k < len(cmds):
+        c = cmds[k]
+        n, step = 0, None
+        if c.op in (Op.SEND, Op.RECV):
+            a0 = c.args
+            while k + n + 1 < len(cmds) and n < 255:
+                prev, nxt = cmds[k + n].args, cmds[k + n + 1]
+                a = nxt.args
+                if nxt.op is not c.op or nxt.wait is not None or nxt.fence \
+                        or a["count"] != a0["count"] or a["flags"] >> 16 != a0["flags"] >> 16:
+                    break
+                d = ((a["glb_addr"] - prev["glb_addr"]) & 0xFFFF,
+                     (a["flags"] - prev["flags"]) & 0xFF,
+                     ((a["flags"] >> 8) - (prev["flags"] >> 8)) & 0xFF)
+                if d[1] > 15 or d[2] > 15 or (step is not None and d != step):
+                    break
+                step = d
+                n += 1
+        out.append((k, (n, *step) if n else None))
+        k += n + 1
+    return out
 
 
 def _rectangles(cfgs):

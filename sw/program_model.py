@@ -70,6 +70,25 @@ _NETS = {Engine.FILTER: 0, Engine.IFMAP: 1, Engine.PSUM: 2}
 _NET_NAMES = ("filter", "ifmap", "psum")
 
 
+
+def _rows(cmd):
+    """The rows a command stands for (:mod:`rsaccel.hw.commands`, "Rows"): a ``SEND`` or
+    ``RECV`` with ``repeat = n`` is ``n + 1`` commands, the first with its wait and fence."""
+    if cmd["op"] not in (Op.SEND, Op.RECV):
+        return [cmd]
+    a = cmd["args"]
+    out = []
+    for k in range(a["repeat"] + 1):
+        row = (a["flags"] + k * a["row_step"]) & 0xFF
+        col = (a["flags"] >> 8) + k * a["col_step"] & 0xFF
+        out.append({**cmd, "wait_engine": cmd["wait_engine"] if k == 0 else Engine.NONE,
+                    "wait_count": cmd["wait_count"] if k == 0 else 0,
+                    "fence": cmd["fence"] and k == 0,
+                    "args": {**a, "repeat": 0, "glb_stride": 0, "row_step": 0, "col_step": 0,
+                             "glb_addr": (a["glb_addr"] + k * a["glb_stride"]) & 0xFFFF,
+                             "flags": a["flags"] & ~0xFFFF | col << 8 | row}})
+    return out
+
 class ModelError(RuntimeError):
     """The program cannot run: ``code`` is the :class:`ErrorCode` the hardware would report."""
 
@@ -251,7 +270,7 @@ class _Machine:
                     if cmd["op"] is not Op.NOP and cmd["op"] not in ENGINE_OPS[e]:
                         raise ModelError(ErrorCode.COMMAND, f"{e.name}[{i}]: {cmd['op'].name} is "
                                                             f"not an operation of this engine")
-                    cmds.append(cmd)
+                    cmds.extend(_rows(cmd))
                 lists[e] = cmds
             self.layer = _Layer(lists)
             self.senders = {e: {"lanes": [], "rr": 0} for e in _NETS}

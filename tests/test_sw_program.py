@@ -21,7 +21,7 @@ from rsaccel.sw.layer_model import run_layer
 from rsaccel.sw.layers import Conv2d
 from rsaccel.sw.mapper import make_mapping, map_layer
 from rsaccel.sw.program import ENGINES, Program, chain, compile_layer
-from rsaccel.sw.program_model import ModelError, run, run_program
+from rsaccel.sw.program_model import ModelError, _rows, run, run_program
 
 TINY, SMALL = preset("tiny"), preset("small")
 BASE = 0x4000
@@ -58,7 +58,7 @@ def check(lay, config, mapping=None, *, fp16=True, seeds=(None, 1), special=Fals
         out, result = run_program(prog, x, w, bias, base=BASE, seed=seed)
         same(out, ref)
         assert result.counts["macs"] == lay.macs
-        assert result.completed == [{e: len(prog.commands()[e]) for e in ENGINES}]
+        assert result.completed == [{e: prog.stats["rows"][e.name] for e in ENGINES}]
     return prog, result
 
 
@@ -200,7 +200,7 @@ def test_program_api():
         assert a + n <= b and b % 16 == 0
     assert areas[-1][0] + areas[-1][1] <= prog.size
     order = prog.sequential_order()
-    assert len(order) == sum(len(v) for v in prog.commands().values())
+    assert len(order) == sum(prog.stats["rows"].values())
     text = prog.listing(BASE)
     assert "PE_CFG" in text and "RECV" in text and "wait LOAD>=" in text
     desc = int.from_bytes(prog.descriptor(BASE, next=0x100), "little")
@@ -448,3 +448,17 @@ def test_filter_rows_go_by_chain_height():
         height = (cr, i)
         sizes[-1] += 1
     assert max(sizes) == 3
+
+
+def test_rows_in_one_command():
+    """Runs of SEND and RECV rows go to memory as one command each (hw.commands, "Rows"): the
+    lists shrink, and written out row by row they are the compiler's commands, in order."""
+    lay = Conv2d("rows", 2, 8, 8, 13, 13, 3, 3, padding=1)
+    prog = compile_layer(SMALL, map_layer(lay, SMALL), relu=False, has_bias=False)
+    words = prog.commands(BASE)
+    assert prog.stats["commands"]["IFMAP"] * 3 <= prog.stats["rows"]["IFMAP"]
+    assert prog.stats["commands"]["RECV"] < prog.stats["rows"]["RECV"]
+    for e in ENGINES:
+        expanded = [row for w in words[e] for row in _rows(decode_command(w))]
+        single = [decode_command(c.word(BASE, prog._resolve)) for c in prog._cmds[e]]
+        assert expanded == single, e.name
