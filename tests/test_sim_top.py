@@ -117,6 +117,10 @@ ERRORS = {
                         ErrorCode.COMMAND, Engine.FILTER, 1),
     "GLB range": ({"lists": {Engine.LOAD: [load(DATA, 2, glb_words(TINY) - 1)]}, "data": b"1" * 16},
                   ErrorCode.GLB_RANGE, Engine.LOAD, 0),
+    # Rows of one SEND (hw.commands, "Rows"): the fourth leaves the GLB; indices count rows.
+    "GLB range in a later row": ({"lists": {Engine.IFMAP: [command(
+        Op.SEND, count=0, glb_addr=glb_words(TINY) - 2, glb_stride=1, repeat=3)]}},
+        ErrorCode.GLB_RANGE, Engine.IFMAP, 3),
     "impossible primitive": ({"lists": {Engine.CONFIG: [command(
         Op.PE_CFG, row0=0, row1=0, col0=0, col1=0, count=1, S=3, U=1, p=2,
         q=TINY.ifmap_spad_depth, F=4)]}}, ErrorCode.PE_CONFIG, Engine.CONFIG, 0),
