@@ -318,17 +318,6 @@ def _max_pass_rows(E, U, pad, H, NE, u, i0, h):
     return best
 
 
-@functools.lru_cache(maxsize=1 << 12)
-def _tile_rows(E, U, pad, H, R, NE, B, pack):
-    """Return ``(max, total)`` over tiles of the valid ifmap rows a whole tile needs."""
-    best = total = 0
-    for tile in _tiles(NE, E, B, pack):
-        rows = sum(_run_rows(y0, length, U, 0, R, pad, H)[1] for _, y0, length in _runs(tile, E))
-        best = max(best, rows)
-        total += rows
-    return best, total
-
-
 @dataclass(frozen=True)
 class RowChunk:
     """Filter rows ``start`` to ``start + height - 1``, run in sets ``height`` PEs high, with
@@ -495,10 +484,10 @@ class Mapping:
     ``(start, width)``; ``tile_units`` the most units in a tile and ``pack`` how units are
     grouped into tiles and passes (``"image"``: passes never mix part of an image with another
     image; ``"flat"``: runs of consecutive units across images); ``out_strips`` the number of
-    output-column strips (balanced) each row is cut into; ``ifmap_resident``: ``"pass"``
-    (the GLB holds the ifmaps of the current and next pass, fetched per pass) or ``"tile"`` (all
-    the ifmaps of a tile, fetched once per tile); ``glb_ifmap_banks`` and ``glb_psum_banks`` the
-    GLB split. Construction checks every limit and raises ValueError naming the one exceeded; use
+    output-column strips (balanced) each row is cut into; ``glb_ifmap_banks`` (the ifmaps of
+    the current and the next pass, fetched per pass) and ``glb_psum_banks`` the
+    GLB split; ``psum_buffers``: 2 when the psum banks hold two tiles' psums, so that a job
+    computes while the one before is stored (1: the next job waits for the store). Construction checks every limit and raises ValueError naming the one exceeded; use
     :func:`make_mapping` to fill in the chunks, tiles and GLB split.
     """
     layer: Conv2d
@@ -511,9 +500,9 @@ class Mapping:
     tile_units: int
     pack: str
     out_strips: int
-    ifmap_resident: str
     glb_ifmap_banks: int
     glb_psum_banks: int
+    psum_buffers: int = 1
 
     def __post_init__(self):
         _check_mapping(self)
@@ -703,9 +692,6 @@ def _ifmap_need(m_like, B):
     lay = m_like.layer
     NE = lay.N * lay.E
     strips = _ranges(_balanced(lay.F, m_like.out_strips))
-    if m_like.ifmap_resident == "tile":
-        rows = _tile_rows(lay.E, lay.U, lay.padding, lay.H, lay.R, NE, B, m_like.pack)[0]
-        return rows * lay.Cg * max(_window(lay, cols) for cols in strips) * 2
     # As the compiler lays them out (:mod:`rsaccel.sw.program`): a pass's rows inside the image,
     # each as wide as its window with the padding columns, per channel set from a word boundary.
     word = m_like.config.glb_word_bits // 8
@@ -753,6 +739,8 @@ def _check_mapping(m):
     for name in ("p", "q", "t", "tile_units", "out_strips", "glb_ifmap_banks",
                  "glb_psum_banks"):
         _positive_int(name, getattr(m, name))
+    if m.psum_buffers not in (1, 2):
+        raise ValueError(f"psum_buffers must be 1 or 2, not {m.psum_buffers!r}")
     if m.p > lay.Mg:
         raise ValueError(f"p = {m.p} exceeds the {lay.Mg} filters of a group")
     if m.q > lay.Cg:
@@ -760,8 +748,6 @@ def _check_mapping(m):
     if m.t > _ceil(lay.Mg, m.p):
         raise ValueError(f"t = {m.t} sub-blocks of p = {m.p} filters exceed the {lay.Mg} "
                          f"filters of a group")
-    if m.ifmap_resident not in ("pass", "tile"):
-        raise ValueError(f"ifmap_resident must be 'pass' or 'tile', not {m.ifmap_resident!r}")
     NE = lay.N * lay.E
     if m.tile_units > NE:
         raise ValueError(f"tile_units = {m.tile_units} exceeds the {NE} units (N * E)")
@@ -813,29 +799,27 @@ def _check_mapping(m):
     fs = _ceil(lay.F, m.out_strips)
     psum = biggest * min(m.p * m.t, lay.Mg) * fs * 4
     bias = _bias_bytes(m)
-    if psum + bias > m.glb_psum_banks * bank:
-        raise ValueError(f"the psums of a tile ({biggest} output rows x "
+    if m.psum_buffers * (psum + bias) > m.glb_psum_banks * bank:
+        raise ValueError(f"{'twice ' if m.psum_buffers == 2 else ''}the psums of a tile "
+                         f"({biggest} output rows x "
                          f"{min(m.p * m.t, lay.Mg)} filters x {fs} columns, FP32: {psum} bytes)"
                          + (f" and the bias rows ({bias} bytes)" if bias else "")
                          + f" exceed the {m.glb_psum_banks} psum banks "
                          f"({m.glb_psum_banks * bank} bytes)")
     need = _ifmap_need(m, m.tile_units)
     if need > m.glb_ifmap_banks * bank:
-        what = "a tile's ifmaps" if m.ifmap_resident == "tile" else \
-            "the ifmaps of two passes"
-        raise ValueError(f"{what} ({need} bytes) exceed the {m.glb_ifmap_banks} ifmap banks "
+        raise ValueError(f"the ifmaps of two passes ({need} bytes) exceed the {m.glb_ifmap_banks} ifmap banks "
                          f"({m.glb_ifmap_banks * bank} bytes)")
 
 
 class _Shape:
     """The parts of a mapping the GLB plan needs, before tiles and banks are known."""
 
-    def __init__(self, layer, config, p, q, t, row_chunks, col_chunks, pack, out_strips,
-                 ifmap_resident):
+    def __init__(self, layer, config, p, q, t, row_chunks, col_chunks, pack, out_strips):
         self.layer, self.config = layer, config
         self.p, self.q, self.t = p, q, t
         self.row_chunks, self.col_chunks = row_chunks, col_chunks
-        self.pack, self.out_strips, self.ifmap_resident = pack, out_strips, ifmap_resident
+        self.pack, self.out_strips = pack, out_strips
 
     units_per_pass = Mapping.units_per_pass
     filter_blocks = Mapping.filter_blocks
@@ -845,9 +829,10 @@ class _Shape:
         return Mapping.steps.func(self)
 
 
-def _plan_glb(shape, tile_units):
+def _plan_glb(shape, tile_units, psum_buffers=1):
     """Return ``(tile_units, ifmap banks, psum banks)``: the largest tiles (or ``tile_units``)
-    whose psums and ifmaps fit the GLB, every bank not needed for ifmaps given to psums."""
+    whose psums (``psum_buffers`` tiles' worth) and ifmaps fit the GLB, every bank not needed
+    for ifmaps given to psums."""
     lay, cfg = shape.layer, shape.config
     NE, E = lay.N * lay.E, lay.E
     bank = _bank_bytes(cfg)
@@ -858,7 +843,7 @@ def _plan_glb(shape, tile_units):
 
     def fits(B):
         ifmap_banks = max(1, _ceil(_ifmap_need(shape, B), bank))
-        psum_banks = _ceil(_max_tile(shape, B) * unit_psum + bias, bank)
+        psum_banks = _ceil(psum_buffers * (_max_tile(shape, B) * unit_psum + bias), bank)
         return ifmap_banks + psum_banks <= cfg.glb_banks, ifmap_banks
 
     if tile_units is not None:
@@ -867,11 +852,9 @@ def _plan_glb(shape, tile_units):
         return tile_units, ifmap_banks, max(1, cfg.glb_banks - ifmap_banks)
     ok, ifmap_banks = fits(1)
     if not ok:
-        what = ("the ifmaps of one output row, all channels" if shape.ifmap_resident == "tile"
-                else "the ifmaps of two passes")
         raise ValueError(f"the GLB's {cfg.glb_banks} banks of {bank} bytes cannot hold the psums "
                          f"of one output row ({unit_psum} bytes: {nf} filters x {fs} columns, "
-                         f"FP32) and {what} ({_ifmap_need(shape, 1)} bytes)")
+                         f"FP32) and the ifmaps of two passes ({_ifmap_need(shape, 1)} bytes)")
     lo, hi = 1, NE
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -911,14 +894,15 @@ def _row_chunks(R, rows, heights, r):
 
 
 def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, tile_units=None,
-                 pack="image", out_strips=None, ifmap_resident="pass"):
+                 pack="image", out_strips=None, psum_buffers=1):
     """Return the :class:`Mapping` with these numbers, filling in the rest.
 
     ``rows``: the row-chunk heights (a sequence summing to ``R``), or the largest height (an
     int: balanced chunks), or None (balanced chunks of at most the array's rows). ``r``: one
     value, or one per row chunk. ``col_width``: the largest column-chunk width (None: as wide as
     the scratchpads allow). ``tile_units``: None for the largest tiles that fit the GLB.
-    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`). ``out_strips``: None for the fewest
+    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`); ``psum_buffers`` (1 or 2) as
+    there. ``out_strips``: None for the fewest
     (the smallest power-of-two multiple of ``ceil(F / 4095)``) with which the GLB holds a tile.
     Raises ValueError naming the limit a mapping exceeds.
     """
@@ -939,8 +923,6 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
                              f"{config.filter_spad_depth})")
     _positive_int("col_width", col_width)
     col_chunks = tuple((c.start, len(c)) for c in _ranges(_split(layer.S, col_width)))
-    if ifmap_resident not in ("pass", "tile"):
-        raise ValueError(f"ifmap_resident must be 'pass' or 'tile', not {ifmap_resident!r}")
     if pack not in PACKINGS:
         raise ValueError(f"pack must be one of {', '.join(PACKINGS)}, not {pack!r}")
     least = _ceil(layer.F, MAX_WIDTH)
@@ -949,20 +931,19 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
     if p > layer.Mg or q > layer.Cg or any(c.r * c.height > config.rows for c in row_chunks):
         # Let the Mapping's own checks say what is wrong.
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units or 1, pack,
-                       out_strips or least, ifmap_resident, 1, max(1, config.glb_banks - 1))
+                       out_strips or least, 1, max(1, config.glb_banks - 1), psum_buffers)
     options = [out_strips] if out_strips is not None else \
         [least << k for k in range(layer.F.bit_length()) if least << k < layer.F] + [layer.F]
     for strips in options:
-        shape = _Shape(layer, config, p, q, t, row_chunks, col_chunks, pack, strips,
-                       ifmap_resident)
+        shape = _Shape(layer, config, p, q, t, row_chunks, col_chunks, pack, strips)
         try:
-            tile_units, ifmap_banks, psum_banks = _plan_glb(shape, tile_units)
+            tile_units, ifmap_banks, psum_banks = _plan_glb(shape, tile_units, psum_buffers)
         except ValueError:
             if strips == options[-1]:
                 raise
             continue
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units, pack, strips,
-                       ifmap_resident, ifmap_banks, psum_banks)
+                       ifmap_banks, psum_banks, psum_buffers)
 
 
 # The cost model
@@ -971,8 +952,9 @@ def predict(mapping, config=None, *, model=None):
     """Return the analytic estimate (module docstring) of running ``mapping``.
 
     A dict: ``cycles`` (``array_cycles`` on chip, ``dram_cycles``; ``bound`` the stream that
-    limits most; ``breakdown`` of the cycles: compute, pass overhead, filter load, stall,
-    reconfigure, fill, DRAM), ``macs``, ``utilization`` (MACs / (PEs * cycles)),
+    limits most; ``breakdown`` of the cycles: compute, pass overhead, filter load, pass gap
+    (the chains draining between passes), psum wait (psum GIN and GON, psums of the run
+    before), stall (a stream slower than the PEs), reconfigure, fill, store wait, DRAM), ``macs``, ``utilization`` (MACs / (PEs * cycles)),
     ``active_pes`` (in the fullest pass), ``passes``, ``runs``; access counts ``dram`` (bytes,
     by data type; ``dram_bytes`` the total), ``glb`` (reads and writes), ``noc`` (values
     delivered to or moved between PEs), ``spad`` (scratchpad reads and writes), all in values;
@@ -990,7 +972,7 @@ def predict(mapping, config=None, *, model=None):
 
 def _evaluate(m, model):
     lay, cfg = m.layer, m.config
-    G, Mg, Cg, F, U = lay.groups, lay.Mg, lay.Cg, lay.F, lay.U
+    G, Mg, F, U = lay.groups, lay.Mg, lay.F, lay.U
     NE = lay.N * lay.E
     ms = cfg.mac_stages
     Vf, Vi = cfg.filter_values_per_packet, cfg.ifmap_values_per_packet
@@ -1072,14 +1054,15 @@ def _evaluate(m, model):
                      for n in range(n_max + 1)]
             stall = fs * sum(max(0, t_eff * u * max(in_rate, p_eff / Vg) - per_x)
                              for u in st.units)
+            run_wait = 0
             if psin and not first:
                 # The run's first pass needs the psums the run before has just computed (the
                 # same units; every other run, its first or last configuration group): the
                 # chain drains, and the psums come back through the GLB.
                 wait = [max(0, (D - 1) * lag + model.psum_turnaround + burst[n] - t_fload - gap)
                         if n else 0 for n in range(n_max + 1)]
-                stall += sum(wait[t_eff * a] + wait[t_eff * b] for a, b in st.repeats) / 2
-            compute = max(st.passes * (t_prim + gap) + stall,
+                run_wait = sum(wait[t_eff * a] + wait[t_eff * b] for a, b in st.repeats) / 2
+            compute = max(st.passes * (t_prim + gap) + stall + run_wait,
                           tiles * (D * lag + model.glb_latency))
             streams = {"compute": compute, "ifmap GIN": ifmap_sent / Vi, "psum GIN": psin / Vp,
                        "GON": outs / Vg, "filter GIN": tiles * fvals / f_rate}
@@ -1097,7 +1080,10 @@ def _evaluate(m, model):
             parts["compute"] += st.passes * fs * per_x * count
             parts["pass overhead"] += st.passes * (ms + 3) * count
             parts["filter load"] += tiles * t_fload * count
-            parts["stall"] += (streams[which] - st.passes * t_prim) * count
+            parts["pass gap"] += st.passes * gap * count
+            parts["psum wait"] += (stall + run_wait) * count
+            parts["stall"] += (streams[which] - st.passes * (t_prim + gap) - stall
+                               - run_wait) * count
             parts["reconfigure"] += run_reconf * count
             parts["fill"] += fills * refill * count
             macs_done = NE * nf * nc * h * sw * fs
@@ -1119,13 +1105,12 @@ def _evaluate(m, model):
             dram["commands"] += commands * COMMAND_BYTES * count
             glb_w["filter"] += tiles * fvals * count
             glb_r["filter"] += tiles * fvals * count
-            if m.ifmap_resident == "pass":
-                # Loaded as the compiler lays them out: each row of a channel set as wide as
-                # its window with the padding columns, from a word boundary.
-                word = cfg.glb_word_bits // 8
-                loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
-                dram["ifmap"] += loaded * count
-                glb_w["ifmap"] += loaded // 2 * count
+            # Ifmaps are loaded per pass as the compiler lays them out: each row of a channel
+            # set as wide as its window with the padding columns, from a word boundary.
+            word = cfg.glb_word_bits // 8
+            loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
+            dram["ifmap"] += loaded * count
+            glb_w["ifmap"] += loaded // 2 * count
             glb_r["ifmap"] += ifmap_valid * count
             glb_r["psum"] += psin * count
             glb_w["psum"] += outs * count
@@ -1151,12 +1136,6 @@ def _evaluate(m, model):
     array += start_fill
     parts["fill"] += start_fill
     dram["commands"] += noc_config_words(cfg) * COMMAND_BYTES / G     # the first NoC set-up
-    if m.ifmap_resident == "tile":
-        mx, total = _tile_rows(lay.E, U, lay.padding, lay.H, lay.R, NE, m.tile_units, m.pack)
-        for cols in m.strips:
-            dram["ifmap"] += total * Cg * _window(lay, cols) * 2
-            glb_w["ifmap"] += total * Cg * _window(lay, cols)
-        first_in += mx * Cg * _window(lay, m.strips[0]) * 2
     outputs = NE * Mg * F
     dram["output"] += outputs * model.output_bytes
     glb_r["output"] += outputs
@@ -1175,11 +1154,16 @@ def _evaluate(m, model):
     last_out = (_max_tile(m, m.tile_units) * min(m.p * m.t, Mg) * len(m.strips[0])
                 * model.output_bytes)
     exposed = (first_in + last_out) / bw
+    # One psum region: each job but the last waits for its outputs to be stored before the next
+    # one writes its first psums (a job: group, strip, tile, filter block).
+    store_wait = (dram["output"] - last_out) / bw if m.psum_buffers == 1 else 0
+    array += store_wait
     if model.dram_overlap:
         cycles = max(array, dram_cycles) + exposed
     else:
         cycles = array + dram_cycles
     parts = {key: value * G for key, value in parts.items()}
+    parts["store wait"] = store_wait
     parts["DRAM"] = cycles - array
     which = max(bound, key=bound.get)
     if dram_cycles > array:
@@ -1303,10 +1287,9 @@ def _candidates(lay, cfg):
         p_max = min(cfg.psum_spad_depth, cfg.filter_spad_depth // (q * sw), lay.Mg)
         slots = min((cfg.rows // (r * h)) * cfg.cols for h, r in zip(plan, rs))
         for t, p in _tp_options(lay, cfg, slots, p_max):
-            for resident, pack, strips in itertools.product(("pass", "tile"), PACKINGS,
-                                                            strip_options):
+            for pack, strips, buffers in itertools.product(PACKINGS, strip_options, (1, 2)):
                 yield {"p": p, "q": q, "t": t, "rows": plan, "r": rs, "col_width": sw,
-                       "pack": pack, "out_strips": strips, "ifmap_resident": resident}
+                       "pack": pack, "out_strips": strips, "psum_buffers": buffers}
 
 
 OBJECTIVES = ("cycles", "energy", "dram")
@@ -1406,8 +1389,8 @@ def format_mapping(mapping, prediction=None):
                                       for c in m.row_chunks),
         "  filter cols: " + ", ".join(f"{s0}..{s0 + w - 1}" for s0, w in m.col_chunks),
         (f"  tiles per group: {len(m.tiles)} (at most {m.tile_units} output rows, "
-         f"{m.pack}-packed); GLB banks: {m.glb_ifmap_banks} ifmap "
-         f"({m.ifmap_resident}-resident), {m.glb_psum_banks} psum"),
+         f"{m.pack}-packed); GLB banks: {m.glb_ifmap_banks} ifmap, {m.glb_psum_banks} psum"
+         + (" (two tiles' psums)" if m.psum_buffers == 2 else "")),
         (f"  passes: {pred['passes']} in {pred['runs']} runs; reduction steps per output: "
          f"{steps}"),
         "  first pass (rows top to bottom, one symbol per set):",

@@ -48,8 +48,8 @@ GLB (:attr:`Program.glb`): one or two psum regions (a job takes the one its pred
 end in), the bias rows of one or two jobs, the ifmap rows of one or two passes, a row of zeros,
 and the filters: two runs' or one run's at the top (the filter store), or, when one run's do
 not fit, a ring that rows stream through (each loaded on its own). Double buffers are used when
-they fit, so that loads overlap computing. The mapper's ``ifmap_resident`` and bank split are
-not used: ifmaps are fetched per pass.
+they fit, so that loads overlap computing. Ifmaps are fetched per pass (the mapper's bank split
+is not used).
 
 Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands`)
 -------------------------------------------------------------------------------------
@@ -652,12 +652,20 @@ class _Compiler:
                              f"{self.zero_words} zero, {2 * row} for two filter rows), more "
                              f"than the GLB's {capacity} ({cfg.glb_banks} banks of "
                              f"{cfg.glb_bank_depth} + {cfg.glb_filter_depth} filter words)")
-        for k in ("ifmap", "filter", "filter", "psum", "bias"):
+        # Second buffers where they fit, psums first when the mapping planned for two.
+        order = ("ifmap", "filter", "filter", "psum", "bias")
+        if self.m.psum_buffers == 2:
+            order = ("psum",) + order
+        for k in order:
             if counts[k] >= 2 or not sizes[k]:
                 continue
             counts[k] += 1
             if total() > capacity:
                 counts[k] -= 1
+        if self.m.psum_buffers == 2 and counts["psum"] < 2 and len(self.jobs) > 1:
+            raise ValueError(f"{self.lay.name}: the mapping plans two psum regions of {psum} "
+                             f"GLB words, but with {total()} words in use they do not fit the "
+                             f"GLB's {capacity}")
         self.n_psum, self.n_ifmap, self.n_filter, self.n_bias = (
             counts["psum"], counts["ifmap"], counts["filter"], max(1, counts["bias"]))
         glb = {}

@@ -104,7 +104,7 @@ def test_search_splits_what_does_not_fit(lay, config):
 @pytest.mark.parametrize("kw", [
     {"p": 2, "q": 2, "t": 2, "rows": (2, 1, 2, 2), "r": (1, 3, 1, 1), "col_width": 2},
     {"p": 3, "q": 1, "t": 1, "rows": 3, "r": 1, "pack": "flat", "tile_units": 5},
-    {"p": 1, "q": 3, "t": 3, "rows": 1, "r": 3, "ifmap_resident": "tile"},
+    {"p": 1, "q": 3, "t": 3, "rows": 1, "r": 3, "psum_buffers": 2},
     {"p": 2, "q": 1, "t": 2, "rows": 2, "r": 1, "out_strips": 3},
 ])
 def test_passes_cover_every_term_once_in_order(kw):
@@ -225,7 +225,7 @@ def test_says_why_a_layer_cannot_run(lay, config, message):
     ({"p": 1, "q": 1, "rows": (2, 2)}, "row chunks cover 4 filter rows, not R = 3"),
     ({"p": 1, "q": 7}, "q = 7 exceeds the 6 channels of a group"),
     ({"p": 1, "q": 1, "pack": "zigzag"}, "pack must be one of image, flat"),
-    ({"p": 1, "q": 1, "ifmap_resident": "dram"}, "ifmap_resident must be 'pass' or 'tile'"),
+    ({"p": 1, "q": 1, "psum_buffers": 3}, "psum_buffers must be 1 or 2"),
 ])
 def test_make_mapping_names_the_limit(kw, message):
     lay = Conv2d("x", 1, 6, 10, 8, 8, 3, 5)
@@ -246,11 +246,11 @@ def test_cost_model_charges_what_the_rtl_does():
     assert pred["breakdown"]["reconfigure"] > 0
     # 8 chains of 8 psums: 32 cycles of psum GIN per 48-cycle column, hidden. (Unbuffered, the
     # last chain waited 8 * (8/2 - 1) - (8 - 2) = 18 cycles a column, 12 with 3 units.)
-    assert pred["breakdown"]["stall"] < 4 * 13 * (18 + 3 * 12) / 2
+    assert pred["breakdown"]["psum wait"] < 4 * 13 * (18 + 3 * 12) / 2
     # 13 chains of 16 psums: 104 cycles of psum GIN and of GON per 48-cycle column, 16 steps.
     m = make_mapping(lay, small, p=16, q=1, t=1, r=1)
     pred = predict(m)
-    assert pred["breakdown"]["stall"] >= 16 * 13 * (13 * 16 / 2 - 48)
+    assert pred["breakdown"]["psum wait"] >= 16 * 13 * (13 * 16 / 2 - 48)
     # Runs of one pass: each waits for the psums of the one before.
     slow = predict(m, model=CostModel(psum_turnaround=108))
     assert slow["cycles"] >= pred["cycles"] + 15 * 100

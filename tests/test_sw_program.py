@@ -270,15 +270,6 @@ def test_compile_errors():
         compile_layer(SMALL, m)
     with pytest.raises(TypeError, match="relu must be a bool"):
         compile_layer(TINY, m, relu=1)
-    # The mapper budgets psums, bias rows and ifmaps; the zero row and two filter rows come
-    # on top, and its ifmap budget can fall short of the compiler's layout. A GLB too small:
-    # the error names the need by region and the GLB's size.
-    cramped = TINY.replace(glb_banks=2, glb_bank_depth=16, glb_filter_depth=16)
-    lay = Conv2d("cramped", 2, 6, 4, 7, 9, 1, 4, padding=1, bias=True)
-    with pytest.raises(ValueError, match=r"needs 49 GLB words \(1 x 8 psum, 1 x 18 ifmap, "
-                                         r"1 x 4 bias, 3 zero, 16 for two filter rows\), more "
-                                         r"than the GLB's 48 \(2 banks of 16 \+ 16 filter"):
-        compile_layer(cramped, map_layer(lay, cramped), has_bias=True)
 
 
 # -- The model catches broken programs ----------------------------------------------------------
