@@ -485,10 +485,11 @@ class Mapping:
     grouped into tiles and passes (``"image"``: passes never mix part of an image with another
     image; ``"flat"``: runs of consecutive units across images); ``out_strips`` the number of
     output-column strips (balanced) each row is cut into; ``glb_ifmap_banks`` (the ifmaps of
-    the current and the next pass, fetched per pass) and ``glb_psum_banks`` the
-    GLB split; ``psum_buffers``: 2 when the psum banks hold two tiles' psums, so that a job
-    computes while the one before is stored (1: the next job waits for the store). Construction checks every limit and raises ValueError naming the one exceeded; use
-    :func:`make_mapping` to fill in the chunks, tiles and GLB split.
+    the current and the next pass, fetched per pass) and ``glb_psum_banks`` the GLB split;
+    ``psum_buffers``: 2 when the psum banks hold two tiles' psums, so that a job computes while
+    the one before is stored (1: the next job waits for the store). Construction checks every
+    limit and raises ValueError naming the one exceeded; use :func:`make_mapping` to fill in
+    the chunks, tiles and GLB split.
     """
     layer: Conv2d
     config: ArrayConfig
@@ -808,8 +809,8 @@ def _check_mapping(m):
                          f"({m.glb_psum_banks * bank} bytes)")
     need = _ifmap_need(m, m.tile_units)
     if need > m.glb_ifmap_banks * bank:
-        raise ValueError(f"the ifmaps of two passes ({need} bytes) exceed the {m.glb_ifmap_banks} ifmap banks "
-                         f"({m.glb_ifmap_banks * bank} bytes)")
+        raise ValueError(f"the ifmaps of two passes ({need} bytes) exceed the "
+                         f"{m.glb_ifmap_banks} ifmap banks ({m.glb_ifmap_banks * bank} bytes)")
 
 
 class _Shape:
@@ -954,7 +955,8 @@ def predict(mapping, config=None, *, model=None):
     A dict: ``cycles`` (``array_cycles`` on chip, ``dram_cycles``; ``bound`` the stream that
     limits most; ``breakdown`` of the cycles: compute, pass overhead, filter load, pass gap
     (the chains draining between passes), psum wait (psum GIN and GON, psums of the run
-    before), stall (a stream slower than the PEs), reconfigure, fill, store wait, DRAM), ``macs``, ``utilization`` (MACs / (PEs * cycles)),
+    before), stall (a stream slower than the PEs), reconfigure, fill, store wait, DRAM),
+    ``macs``, ``utilization`` (MACs / (PEs * cycles)),
     ``active_pes`` (in the fullest pass), ``passes``, ``runs``; access counts ``dram`` (bytes,
     by data type; ``dram_bytes`` the total), ``glb`` (reads and writes), ``noc`` (values
     delivered to or moved between PEs), ``spad`` (scratchpad reads and writes), all in values;
