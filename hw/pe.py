@@ -14,10 +14,17 @@ binary32 rounding per MAC, :func:`rsaccel.sw.numerics.mac`)::
     psum_out[x][f] = acc
 
 :mod:`rsaccel.sw.pe_model` is the bit-exact software model of this order. The hardware walks
-``(x, s, c, f)`` with ``f`` innermost, so consecutive MACs belong to different psums and a PE
-with ``p >= mac_stages`` issues one MAC per cycle; with fewer filters it waits for each psum to
-leave the MAC pipeline and stays exact.
+``(x, g, s, c, f)``: the ``p`` filters in groups of :func:`filter_group` (``G``) consecutive
+ones, ``f`` innermost within its group ``g``. Consecutive MACs belong to different psums, so a
+PE whose groups all hold at least ``mac_stages`` filters issues one MAC per cycle; with fewer
+filters it waits for each psum to leave the MAC pipeline and stays exact.
+
+Groups finish their psums early: those of the first ``G`` filters of a column are final after
+about ``(q*S - 1) * G`` cycles rather than ``(q*S - 1) * p``, so the PE above in a chain,
+which starts each psum from one of them, runs that much closer behind.
 """
+
+import math
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
@@ -28,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from .fp import FP16, FP32
 from .mac import FMac
 
-__all__ = ["PE", "PEConfig", "PEEvents", "PsumOut", "pe_limits"]
+__all__ = ["PE", "PEConfig", "PEEvents", "PsumOut", "filter_group", "pe_limits"]
 
 
 def _positive(name, value):
@@ -48,6 +55,19 @@ def pe_limits(*, filter_depth, ifmap_depth, psum_depth, max_width=4095):
         _positive(name, value)
     return {"S": min(filter_depth, ifmap_depth), "p": min(filter_depth, psum_depth),
             "q": min(filter_depth, ifmap_depth), "F": max_width}
+
+
+def filter_group(p, mac_stages):
+    """Return the size ``G`` of the filter groups a PE with ``p`` filters interleaves.
+
+    The smallest ``G >= mac_stages`` whose last group (``p - (ceil(p / G) - 1) * G`` filters)
+    also holds at least ``mac_stages``, so that every group runs one MAC per cycle; ``p`` (one
+    group) when there is none.
+    """
+    for size in range(mac_stages, p):
+        if p - (math.ceil(p / size) - 1) * size >= mac_stages:
+            return size
+    return p
 
 
 def PEConfig(*, filter_depth, ifmap_depth, psum_depth, max_width=4095):
@@ -138,7 +158,8 @@ class PE(wiring.Component):
     ``psum_out`` : ``Out(stream.Signature(PsumOut))``
         Exactly ``F * p`` results in ``(x, f)`` order, the last one marked ``last``. They leave
         through a FIFO of ``psum_depth`` values: a column's psums wait there while the MAC goes
-        on with the next column.
+        on with the next column. A group's ``G`` psums (:func:`filter_group`) leave together,
+        ``G * q * S`` cycles after the previous group's.
     ``events`` : ``Out(PEEvents)``
         Per-cycle strobes for performance counters.
     ``idle`` : ``Out(1)``
@@ -150,7 +171,9 @@ class PE(wiring.Component):
     takes ``p*q*S`` cycles (the ifmap loads meanwhile; without it, one cycle passes until the
     first ifmap value is in) and each output column ``per_x = p*q*S`` cycles, one MAC per
     cycle, when ``p >= mac_stages``; with fewer filters ``per_x = p + (q*S - 1) * mac_stages``,
-    as each ``(s, c)`` step waits for its psums to leave the MAC. Both hold when
+    as each ``(s, c)`` step waits for its psums to leave the MAC. The first psum of a column
+    whose first term issues at cycle ``t`` is on ``psum_out`` at ``t + (q*S - 1) * G +
+    mac_stages + 1``, ``G = filter_group(p, mac_stages)``. Both hold when
     ``U <= p * S``; otherwise ``ifmap_in`` (one value per cycle, ``U * q`` per column) limits.
 
     A ``psum_in`` value is usable the cycle after its transfer; a final psum is on
@@ -285,8 +308,13 @@ class PE(wiring.Component):
         s = _index(lim["S"])
         c = _index(lim["q"])
         f = _index(lim["p"])
-        f_addr = _index(self.filter_depth)
+        g0 = _index(lim["p"])                               # first filter of the group
+        g_end = _index(lim["p"])                            # last filter of the group
+        g_m1 = _index(lim["p"])                             # group size - 1 (filter_group)
+        f_addr = _index(self.filter_depth)                  # (s * q + c) * p + f
+        row_g0 = _index(self.filter_depth)                  # (s * q + c) * p + g0
         rd_addr = _index(self.ifmap_depth)                  # ((base(x) + s) mod S) * q + c
+        x_base = _index(self.ifmap_depth)                   # base(x) * q
         next_base = _index(self.ifmap_depth)                # base(x + 1) * q
         a_run = Signal()                                    # operations left to issue
         ivalid = Signal(self.ifmap_depth)                   # ifmap entry holds a needed value
@@ -300,7 +328,9 @@ class PE(wiring.Component):
         b_last = Signal()
         scoreboard = Signal(self.psum_depth)                # psum f is in the MAC pipeline
 
-        f_last = f == p_m1
+        f_last = f == p_m1                                  # the last filter of the last group
+        f_end = f == g_end
+        in_last_group = g_end == p_m1
         c_last = c == q_m1
         s_last = s == S_m1
         x_last = x == F_m1
@@ -398,26 +428,39 @@ class PE(wiring.Component):
         # Loop counters, advanced by a filter load transfer or by stage A.
         load_take = Signal()
         advance = load_take | a_fire
+        # A filter load is one group of all p (its addresses run straight through); a
+        # primitive's group after the last one is the first group of the next column.
+        next_g0 = Mux(in_last_group, 0, g_end + 1)
+        next_g_end = Signal(len(g_end) + 1)
+        m.d.comb += next_g_end.eq(Mux(in_last_group, g_m1, g_end + g_m1 + 1))
         with m.If(advance):
             m.d.sync += [f.eq(f + 1), f_addr.eq(f_addr + 1)]
-            with m.If(f_last):
-                m.d.sync += [f.eq(0), c.eq(c + 1)]
+            with m.If(f_end):
+                m.d.sync += [f.eq(g0), c.eq(c + 1), row_g0.eq(row_g0 + p_m1 + 1),
+                             f_addr.eq(row_g0 + p_m1 + 1)]
                 with m.If(c_last):
                     m.d.sync += [c.eq(0), s.eq(s + 1)]
                     with m.If(s_last):
-                        m.d.sync += [s.eq(0), f_addr.eq(0)]
+                        m.d.sync += [s.eq(0), f.eq(next_g0), g0.eq(next_g0),
+                                     f_addr.eq(next_g0), row_g0.eq(next_g0),
+                                     g_end.eq(Mux(next_g_end > p_m1, p_m1, next_g_end))]
 
-        # Ifmap read address: next entry per (s, c); base(x + 1) = base(x) + U (U < S) is the
-        # address seen at s == U, c == 0; with U >= S the loader keeps S columns per output,
-        # so the next output starts just after this one's last entry.
+        # Ifmap read address: next entry per (s, c); each group but the last goes back to the
+        # column's window, base(x). base(x + 1) = base(x) + U (U < S) is the address seen at
+        # s == U, c == 0; with U >= S the loader keeps S columns per output, so the next
+        # output starts just after this one's last entry.
         capture = a_fire & (s == U) & ~c.any()
         rd_next = Mux(rd_addr == ring_m1, 0, rd_addr + 1)
+        new_base = Mux(wide, rd_next, Mux(capture, rd_addr, next_base))
         with m.If(capture):
             m.d.sync += next_base.eq(rd_addr)
-        with m.If(a_fire & f_last):
+        with m.If(a_fire & f_end):
             m.d.sync += rd_addr.eq(rd_next)
-            with m.If(c_last & s_last & ~wide):
-                m.d.sync += rd_addr.eq(Mux(capture, rd_addr, next_base))
+            with m.If(c_last & s_last):
+                with m.If(in_last_group):
+                    m.d.sync += [rd_addr.eq(new_base), x_base.eq(new_base)]
+                with m.Else():
+                    m.d.sync += rd_addr.eq(x_base)
         with m.If(a_fire & group_last):
             m.d.sync += x.eq(x + 1)
             with m.If(x_last):
@@ -429,6 +472,9 @@ class PE(wiring.Component):
         ring_table = Array(Const(depth // q * q - 1 if 0 < q <= depth else depth - 1,
                                  len(ring_m1))
                            for q in range(1 << len(cfg.q)))
+        group_table = Array(Const(filter_group(min(max(p, 1), lim["p"]), self.mac_stages) - 1,
+                                  len(g_m1))
+                            for p in range(1 << len(cfg.p)))
         m.d.comb += self.cfg.ready.eq(self.idle)
         m.d.sync += ivalid.eq((ivalid & ~iv_clr) | iv_set)
         # Idle -> (load) -> run -> idle; "run" lasts until the last psum has left.
@@ -441,8 +487,10 @@ class PE(wiring.Component):
                 q_m1.eq(cfg.q - 1), F_m1.eq(cfg.F - 1), ring_m1.eq(ring_table[cfg.q]),
                 wide.eq(cfg.U >= cfg.S),
                 use_psum.eq(cfg.use_psum_in),
-                x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0),
-                rd_addr.eq(0), next_base.eq(0),
+                x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0), row_g0.eq(0), g0.eq(0),
+                g_m1.eq(group_table[cfg.p]),
+                g_end.eq(Mux(cfg.load_filter, cfg.p - 1, group_table[cfg.p])),
+                rd_addr.eq(0), x_base.eq(0), next_base.eq(0),
                 w_active.eq(1), w_group.eq(0), w_col.eq(0), w_c.eq(0), w_addr.eq(0),
                 loading.eq(cfg.load_filter),
                 running.eq(~cfg.load_filter),

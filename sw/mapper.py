@@ -64,8 +64,9 @@ preset, within about 5% of the RTL's cycles). Per run:
   intake); a primitive ``F * per_x + mac_stages + 3``; a filter load ``p*q*S`` cycles, not
   overlapped with the PE's computing (one filter scratchpad).
 * ``CostModel.fill="reconfig"`` (default): every PE runs its own sequence of primitives as its
-  data arrive, the PE rows of a chain staggered by ``lag = per_x - p + mac_stages + 3`` (a
-  stage starts a column when the one below has finished it). The chain fills,
+  data arrive, the PE rows of a chain staggered by ``lag = (q*S - 1) * G + mac_stages + 3``
+  (a stage starts a column's filter group when the one below has finished it; ``G`` is the
+  PE's :func:`rsaccel.hw.pe.filter_group`, the whole ``p`` below ``2 * mac_stages``). The chain fills,
   ``(r*h - 1) * lag``, only when the array drains, which is when the NoC is reprogrammed; the
   rows load their filters one after the other, so the filter GIN is a stream like the others.
   ``"run"``/``"pass"``: lockstep, the array drains after every run/pass and waits for all the
@@ -86,9 +87,10 @@ preset, within about 5% of the RTL's cycles). Per run:
   load and the pass gap, until the top of the chain has finished, ``(r*h - 1) * lag``, and
   the psums have come back through the GLB (``CostModel.psum_turnaround``).
 * Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
-  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values one output column
-  ahead plus the columns its ifmap ring holds beyond the window (``depth // q - S``, in steps
-  of ``U``); what remains of the lag is idle time between passes.
+  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values as its last filter
+  group of the last column starts, plus the columns its ifmap ring holds beyond the window
+  (``depth // q - S``, in steps of ``U``); what remains of the lag is idle time between
+  passes.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
@@ -122,6 +124,7 @@ import numpy as np
 
 from ..config import ArrayConfig
 from ..hw.commands import COMMAND_BYTES
+from ..hw.pe import filter_group
 from .layers import Conv2d
 from .noc_ids import RSSet, Segment, noc_map
 from .pe_model import check_primitive
@@ -1018,7 +1021,11 @@ def _evaluate(m, model):
             per_x = p_eff * qs if p_eff >= ms else p_eff + (qs - 1) * ms
             per_x = max(per_x, U * q_eff)
             t_prim = fs * per_x + ms + 3
-            lag = max(per_x - p_eff, 0) + ms + 3
+            # A PE's psums are final group by group (filter_group): the PE above starts a
+            # column once the one below has finished its largest group, fg of p filters.
+            fg = filter_group(p_eff, ms)
+            last_group = p_eff - (_ceil(p_eff, fg) - 1) * fg
+            lag = max(per_x * fg / p_eff - fg, 0) + ms + 3
             fill = (D - 1) * lag
             geo_fill = max(geo_fill, fill)
             fvals = nf * nc * h * sw
@@ -1037,10 +1044,10 @@ def _evaluate(m, model):
             psin = outs if (not first or lay.bias) else 0
             # A pass's ifmap rows go out once the last rows of the one before are all sent:
             # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
-            # values one output column ahead (it frees the first U columns of its window early
-            # in each column) plus as many as its ring holds beyond the window; the rest is a
-            # gap between passes.
-            ahead = ((cfg.ifmap_spad_depth // q_eff - sw) / U + 1) * per_x
+            # values as its last filter group of the last column starts (it frees the first U
+            # columns of its window early in that group) plus as many columns ahead as its
+            # ring holds beyond the window; the rest is a gap between passes.
+            ahead = ((cfg.ifmap_spad_depth // q_eff - sw) / U + last_group / p_eff) * per_x
             gap = max(0.0, (D - 1) * lag - ahead)
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from amaranth import Value
 
-from rsaccel.hw.pe import PE, PEConfig, pe_limits
+from rsaccel.hw.pe import PE, PEConfig, filter_group, pe_limits
 from rsaccel.sim.pe_bench import (
     EVENT_NAMES,
     Primitive,
@@ -294,6 +294,8 @@ def test_psums_buffered_a_column_ahead():
                 count[stream] = count.get(stream, 0) + 1
         return bench
 
+    held = {}
+
     async def bench(ctx):
         for _ in range(20):                     # nothing configured yet
             *_, ready = await ctx.tick().sample(pe.psum_in.ready)
@@ -301,11 +303,65 @@ def test_psums_buffered_a_column_ahead():
         for _ in range(4 * prim.macs):          # psum_out is never ready: the PE holds
             *_, busy = await ctx.tick().sample(pe.events.mac_busy)
             count["macs"] += busy
+        held.update(macs=count["macs"], psum_in=count[pe.psum_in])
+        out = [await stream_get(ctx, pe.psum_out) for _ in stim["expected"]]
+        assert out == list(stim["expected"])    # and, released, finishes exactly
 
     run_simulation(pe, bench, background=[
         producer(pe.psum_in, stim["psum_in"]), producer(pe.cfg, stim["cfg"], 20),
         producer(pe.filter_in, stim["filter"], 20), producer(pe.ifmap_in, stim["ifmap"], 20)])
-    # Two columns' final psums wait in the FIFO and the third column's in the MAC pipeline and
-    # its issue stage: the MAC has gone through the third column's non-final terms.
-    assert count["macs"] >= 2 * p * q * S + (q * S - 1) * p
-    assert count[pe.psum_in] == F * p           # the fifth column's psums are in too
+    # Two columns' final psums wait in the FIFO and the first filter group's of the third column
+    # in the MAC pipeline: the MAC has gone through that group and no further, and the psum_in
+    # FIFO is full again behind the initial psums it took.
+    G = filter_group(p, pe.mac_stages)
+    assert G < p
+    assert held["macs"] == 2 * p * q * S + G * q * S
+    assert held["psum_in"] == 2 * p + G + TINY["psum_depth"]
+
+
+@pytest.mark.parametrize("p,q,S,mac_stages", [(8, 1, 3, 3), (16, 2, 3, 6), (5, 2, 2, 3)])
+def test_filter_groups_finish_early(p, q, S, mac_stages):
+    """Filters are interleaved in groups of ``G = filter_group(p, mac_stages)``: a group's
+    psums leave together, one per cycle, the first ``(q*S - 1) * size + mac_stages + 1``
+    cycles after the group's first MAC, and the groups' MACs follow each other without a gap
+    (one per cycle)."""
+    G = filter_group(p, mac_stages)
+    assert mac_stages <= G <= p and (p % G == 0 or p % G >= mac_stages)
+    rng = np.random.default_rng(p * q * S)
+    F = 3
+    (prim,) = make([(p, q, S, 1, F, True)], rng, psum=True)
+    pe = PE(**EYERISS, mac_stages=mac_stages)
+    stim = stimulus(pe.config_layout, [prim])
+    first_mac, out_cycles, out = [], [], []
+
+    async def monitor(ctx):
+        cycle = 0
+        while True:
+            *_, busy, valid = await ctx.tick().sample(pe.events.mac_busy, pe.psum_out.valid)
+            if busy and not first_mac:
+                first_mac.append(cycle)
+            if valid:                           # psum_out is always ready
+                out_cycles.append(cycle)
+            cycle += 1
+
+    async def consumer(ctx):
+        for _ in stim["expected"]:
+            out.append(await stream_get(ctx, pe.psum_out))
+
+    def producer(stream, words):
+        async def bench(ctx):
+            for word in words:
+                await stream_put(ctx, stream, int(word))
+        return bench
+
+    run_simulation(pe, consumer, *(producer(getattr(pe, name), stim[key]) for name, key in (
+        ("cfg", "cfg"), ("filter_in", "filter"), ("ifmap_in", "ifmap"), ("psum_in", "psum_in"))),
+        background=[monitor], deadline_cycles=20 * prim.macs)
+    assert out == list(stim["expected"])
+    want = []
+    for k in range(F):
+        for g in range(0, p, G):                # group of filters g .. g + size - 1
+            size = min(G, p - g)
+            start = first_mac[0] + (k * p + g) * q * S
+            want += [start + (q * S - 1) * size + mac_stages + 1 + j for j in range(size)]
+    assert out_cycles == want
