@@ -88,9 +88,9 @@ preset, within about 5% of the RTL's cycles). Per run:
   the psums have come back through the GLB (``CostModel.psum_turnaround``).
 * Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
   chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values as its last filter
-  group of the last column starts, plus the columns its ifmap ring holds beyond the window
-  (``depth // q - S``, in steps of ``U``); what remains of the lag is idle time between
-  passes.
+  group of the last column starts, a column earlier when its ifmap ring holds a column beyond
+  the window (``depth // q > S``; more spare columns gain nothing on the RTL); what remains of
+  the lag is idle time between passes.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
@@ -1045,9 +1045,11 @@ def _evaluate(m, model):
             # A pass's ifmap rows go out once the last rows of the one before are all sent:
             # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
             # values as its last filter group of the last column starts (it frees the first U
-            # columns of its window early in that group) plus as many columns ahead as its
-            # ring holds beyond the window; the rest is a gap between passes.
-            ahead = ((cfg.ifmap_spad_depth // q_eff - sw) / U + last_group / p_eff) * per_x
+            # columns of its window early in that group), and a column earlier when its ring
+            # holds one beyond the window; the rest is a gap between passes. (More spare ring
+            # columns do not help: measured on the RTL, they shorten no gap.)
+            spare = (cfg.ifmap_spad_depth // q_eff - sw) / U
+            ahead = (min(spare, 1) + last_group / p_eff) * per_x
             gap = max(0.0, (D - 1) * lag - ahead)
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output

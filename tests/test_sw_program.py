@@ -373,7 +373,7 @@ def test_model_missing_fence():
     """Ifmap rows of the next pass sent with the current pass's reach PEs still in the current
     pass (wrong data) or block the network (deadlock)."""
     lay = Conv2d("f", 1, 2, 2, 14, 8, 3, 3)
-    m = map_layer(lay, TINY)
+    m = make_mapping(lay, TINY, p=2, q=1)       # chains of 3 PEs sharing ifmap rows
     prog = compile_layer(TINY, m, relu=True, has_bias=True)
     image, (x, w, b) = _image(prog, lay)
     ref = run_layer(lay, m, x, w, b, out="fp16")
