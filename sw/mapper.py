@@ -1166,8 +1166,14 @@ def _evaluate(m, model):
                 * model.output_bytes)
     exposed = (first_in + last_out) / bw
     # One psum region: each job but the last waits for its outputs to be stored before the next
-    # one writes its first psums (a job: group, strip, tile, filter block).
-    store_wait = (dram["output"] - last_out) / bw if m.psum_buffers == 1 else 0
+    # one writes its first psums (a job: group, strip, tile, filter block). The store shares
+    # the memory with the loads of the next job's second pass (its first pass's are in).
+    store_wait = 0
+    if m.psum_buffers == 1:
+        jobs = len(m.strips) * tiles * sum(fb_sizes.values()) * G
+        pass_reads = (dram_bytes - dram["output"]) / passes
+        store_wait = (dram["output"] - last_out
+                      + (jobs - 1) * min(pass_reads, dram["output"] / jobs)) / bw
     array += store_wait
     if model.dram_overlap:
         cycles = max(array, dram_cycles) + exposed
