@@ -87,10 +87,9 @@ preset, within about 5% of the RTL's cycles). Per run:
   load and the pass gap, until the top of the chain has finished, ``(r*h - 1) * lag``, and
   the psums have come back through the GLB (``CostModel.psum_turnaround``).
 * Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
-  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values as its last filter
-  group of the last column starts, a column earlier when its ifmap ring holds a column beyond
-  the window (``depth // q > S``; more spare columns gain nothing on the RTL); what remains of
-  the lag is idle time between passes.
+  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values early by half the
+  columns its ifmap ring holds beyond the window (``(depth // q - S) / U``, calibrated on the
+  RTL); what remains of the lag is idle time between passes.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
@@ -1024,7 +1023,6 @@ def _evaluate(m, model):
             # A PE's psums are final group by group (filter_group): the PE above starts a
             # column once the one below has finished its largest group, fg of p filters.
             fg = filter_group(p_eff, ms)
-            last_group = p_eff - (_ceil(p_eff, fg) - 1) * fg
             lag = max(per_x * fg / p_eff - fg, 0) + ms + 3
             fill = (D - 1) * lag
             geo_fill = max(geo_fill, fill)
@@ -1044,12 +1042,11 @@ def _evaluate(m, model):
             psin = outs if (not first or lay.bias) else 0
             # A pass's ifmap rows go out once the last rows of the one before are all sent:
             # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
-            # values as its last filter group of the last column starts (it frees the first U
-            # columns of its window early in that group), and a column earlier when its ring
-            # holds one beyond the window; the rest is a gap between passes. (More spare ring
-            # columns do not help: measured on the RTL, they shorten no gap.)
+            # values early by the columns its ring holds beyond the window; the rest is a gap
+            # between passes. Calibrated on the RTL (small, q = 1 to 4; eyeriss, q = 2 and
+            # 4): half of those spare columns count.
             spare = (cfg.ifmap_spad_depth // q_eff - sw) / U
-            ahead = (min(spare, 1) + last_group / p_eff) * per_x
+            ahead = spare / 2 * per_x
             gap = max(0.0, (D - 1) * lag - ahead)
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output
