@@ -48,15 +48,16 @@ senders are idle and every PE has finished all its primitives, so the NoC can be
 reprogrammed). A command completes when:
 
 * ``LOAD``: its last word is written into the GLB; ``STORE``: memory acknowledged its last
-  write; ``FILTER``/``IFMAP``/``PSUM``: its last packet entered the NoC; ``RECV``: its last
+  write; ``FILTER``/``IFMAP``/``PSUM``: its last packet entered the NoC *and* every earlier
+  command of the list has completed (interleaved rows retire in order); ``RECV``: its last
   psum is written into the GLB *and* every earlier ``RECV`` command has completed (segments
   retire in order); ``CONFIG``: it was applied; ``NOP``: its wait (and fence) was met.
 
-Senders complete interleaved rows out of order, so a wait on a sender is exact only at a
-count that ends just before one of its fenced commands (or its last command). Engines run
-in order within their list; a program whose waits describe any valid sequential order of all
-its commands runs without deadlock (see :mod:`rsaccel.sw.program` for the rules the
-compiler follows).
+A sender's row waits (holding back the rows behind it) while an earlier row with the same
+tags is still being sent, so the rows reaching one set of PEs arrive one after the other.
+Engines run in order within their list; a program whose waits describe any valid sequential
+order of all its commands runs without deadlock (see :mod:`rsaccel.sw.program` for the rules
+the compiler follows).
 
 Layers
 ------

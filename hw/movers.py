@@ -21,7 +21,7 @@ from .fp import FP16, FP32, relu32
 from .glb import WriteRequest
 from .mac import fp32_to_fp16
 from .noc import GinPacket, GonPacket
-from .plumbing import RoundRobin
+from .plumbing import Retirement, RoundRobin
 
 __all__ = [
     "GinDescriptor",
@@ -90,14 +90,18 @@ class GinSender(wiring.Component):
     it) until every earlier descriptor has been completely sent, i.e. until the sender is idle
     (no slot active, no packet on its way to ``gin``); then it is taken as above, into the
     slot after the last one visited. This holds for a fenced descriptor of 0 values too. A
-    descriptor without ``fence`` is taken as soon as a slot is free for it.
+    descriptor without ``fence`` is taken as soon as a slot is free for it, unless an active
+    slot holds a row with its tags (``row_tag`` and ``col_tag``): then it waits on ``desc``
+    until that row's last packet has been issued, so rows reaching the same PEs go out one
+    after the other (the next pass's rows follow this one's into the PEs that finish first).
 
-    Completions: ``done`` (0 to 2, combinational) is the number of descriptors completed in the
-    current cycle: a descriptor completes in the cycle its last packet is transferred on
-    ``gin`` (``valid & ready``), or, for one of 0 values, the cycle it is transferred on
-    ``desc``. Summed, ``done`` counts the completed descriptors; between fences they may
-    complete out of order (interleaved rows of different lengths), but every descriptor
-    before a fenced one completes before the fenced one is taken.
+    Completions: a descriptor *closes* in the cycle its last packet is transferred on ``gin``
+    (``valid & ready``), or, for one of 0 values, the cycle it is transferred on ``desc``.
+    Interleaved rows of different lengths close out of order; ``done`` (a strobe) retires them
+    in order, at most one a cycle, each from the cycle after it and every earlier descriptor
+    closed, so summed it counts the leading descriptors that have all been sent. At most
+    ``window`` descriptors (the smallest power of two at least ``max(2 * lanes, 32)``) are
+    taken and not retired; one beyond those waits on ``desc``.
 
     GLB side: word addresses leave on ``glb_addr`` (a register) and the words must come back
     on ``glb_data`` in the same order, as from a :class:`~rsaccel.hw.glb.GlobalBuffer` read
@@ -173,7 +177,7 @@ class GinSender(wiring.Component):
             "gin": Out(stream.Signature(GinPacket(self._elem, values_per_packet, id_bits))),
             "busy": Out(1),
             "idle": Out(1),
-            "done": Out(2),
+            "done": Out(1),
         })
 
     @property
@@ -198,22 +202,29 @@ class GinSender(wiring.Component):
         left = [Signal(self._values_bits, name=f"lane{k}_left") for k in range(n)]
         row_tag = [Signal(self._id_bits, name=f"lane{k}_row_tag") for k in range(n)]
         col_tag = [Signal(self._id_bits, name=f"lane{k}_col_tag") for k in range(n)]
+        m.submodules.order = order = Retirement(max(2 * n, 32), ports=2)
+        seq = [Signal(len(order.seq), name=f"lane{k}_seq") for k in range(n)]
 
         meta_layout = data.StructLayout({"row_tag": self._id_bits, "col_tag": self._id_bits,
-                                         "count": range(V + 1), "last": 1})
+                                         "count": range(V + 1), "last": 1,
+                                         "seq": len(order.seq)})
         m.submodules.meta = meta = fifo.SyncFIFO(width=meta_layout.size,
                                                  depth=self._OUTSTANDING)
         m.submodules.arbiter = arb = RoundRobin(n)
 
         # Candidates: active slots, and empty ones when a descriptor is waiting (a fenced one
-        # only once the sender is idle).
+        # only once the sender is idle, one with the tags of an active row once that row's
+        # last packet has left its slot).
         waiting = Signal()
         zero = Signal()                    # the descriptor on ``desc`` has 0 values
         admit = Signal()                   # ... and is not held back by its fence
+        same_tags = Signal()               # an active row has the descriptor's tags
         m.d.comb += [
             zero.eq(~desc.values.any()),
-            admit.eq(~desc.fence | self.idle),
-            waiting.eq(self.desc.valid & ~zero & admit),
+            admit.eq((~desc.fence | self.idle) & ~order.full),
+            same_tags.eq(Cat(active[k] & (row_tag[k] == desc.row_tag)
+                             & (col_tag[k] == desc.col_tag) for k in range(n)).any()),
+            waiting.eq(self.desc.valid & ~zero & admit & ~same_tags),
             arb.requests.eq(active | (~active & waiting.replicate(n))),
         ]
         can_issue = Signal()
@@ -231,6 +242,7 @@ class GinSender(wiring.Component):
         cur_left = Signal(self._values_bits)
         cur_row = Signal(self._id_bits)
         cur_col = Signal(self._id_bits)
+        cur_seq = Signal(len(order.seq))
         count = Signal(range(V + 1))
         m.d.comb += [
             fresh.eq(~(active & g).any()),
@@ -238,8 +250,10 @@ class GinSender(wiring.Component):
             cur_left.eq(Mux(fresh, desc.values, _pick(g, left))),
             cur_row.eq(Mux(fresh, desc.row_tag, _pick(g, row_tag))),
             cur_col.eq(Mux(fresh, desc.col_tag, _pick(g, col_tag))),
+            cur_seq.eq(Mux(fresh, order.seq, _pick(g, seq))),
             count.eq(Mux(cur_left > V, V, cur_left)),
             self.desc.ready.eq((zero & admit) | (issue & fresh)),
+            order.take.eq(self.desc.valid & self.desc.ready),
         ]
         with m.If(issue):
             for k in range(n):
@@ -250,6 +264,7 @@ class GinSender(wiring.Component):
                         left[k].eq(cur_left - count),
                         row_tag[k].eq(cur_row),
                         col_tag[k].eq(cur_col),
+                        seq[k].eq(cur_seq),
                     ]
 
         if self._pes:
@@ -274,6 +289,7 @@ class GinSender(wiring.Component):
             meta_in.col_tag.eq(cur_col),
             meta_in.count.eq(count),
             meta_in.last.eq(cur_left <= V),
+            meta_in.seq.eq(cur_seq),
             meta.w_en.eq(issue),
             meta.w_data.eq(meta_in),
         ]
@@ -289,8 +305,11 @@ class GinSender(wiring.Component):
             meta.r_en.eq(gin.valid & gin.ready),
             self.busy.eq(active.any() | self.glb_addr.valid | meta.r_rdy),
             self.idle.eq(~self.busy),
-            self.done.eq((gin.valid & gin.ready & meta_out.last)
-                         + (self.desc.valid & self.desc.ready & zero)),
+            order.close[0].valid.eq(gin.valid & gin.ready & meta_out.last),
+            order.close[0].seq.eq(meta_out.seq),
+            order.close[1].valid.eq(self.desc.valid & self.desc.ready & zero),
+            order.close[1].seq.eq(order.seq),
+            self.done.eq(order.retire),
         ]
         return m
 
@@ -409,7 +428,7 @@ class GonReceiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols, V, P = self._rows, self._cols, self._values, self._per_word
-        S, W = self._seq_bits, self.window
+        S = self._seq_bits
         fill_bits = max(1, (P - 1).bit_length())
         state_layout = data.StructLayout({
             "open": 1,
@@ -432,12 +451,8 @@ class GonReceiver(wiring.Component):
         def index(x):
             return x.src_row * cols + x.src_col
 
-        # Sequence numbers: ``tail`` is the next one given, ``head`` the oldest unretired
-        # segment's (one more bit than a sequence number, to tell full from empty).
-        tail = Signal(S + 1)
-        head = Signal(S + 1)
-        window_full = Signal()
-        m.d.comb += window_full.eq((tail[:S] == head[:S]) & (tail[S] != head[S]))
+        # Sequence numbers, retired in order.
+        m.submodules.order = order = Retirement(2 * rows * cols, ports=2)
 
         # Segments: a register, checked against its source's state (read a cycle ahead).
         seg = Signal(self.segment.payload.shape())
@@ -454,15 +469,14 @@ class GonReceiver(wiring.Component):
             seg_write.eq(seg_valid & inside & ~empty & ~both),
             seg_done.eq(seg_valid & (~inside | empty | ~both)),
             seg_free.eq(~seg_valid | seg_done),
-            self.segment.ready.eq(seg_free & ~window_full & ~self.restart),
+            self.segment.ready.eq(seg_free & ~order.full & ~self.restart),
             seg_rd.addr.eq(Mux(seg_free, index(self.segment.payload), index(seg))),
         ]
         taken_seg = self.segment.valid & self.segment.ready
         with m.If(seg_free):
             m.d.sync += [seg_valid.eq(taken_seg), seg.eq(self.segment.payload),
-                         seg_seq.eq(tail[:S])]
-        with m.If(taken_seg):
-            m.d.sync += tail.eq(tail + 1)
+                         seg_seq.eq(order.seq)]
+        m.d.comb += order.take.eq(taken_seg)
         placed = Signal(state_layout)            # the source's state with the segment added
         with m.If(ss.open):
             m.d.comb += [
@@ -577,21 +591,17 @@ class GonReceiver(wiring.Component):
                          out.payload.data.eq(padded), out_close.eq(ends),
                          out_seq.eq(st.seq)]
 
-        # Closed flags, retired in order from ``head``.
-        closed = Signal(W)
-
-        def flag(enable, seq):
-            return Mux(enable, (Const(1, W) << seq)[:W], 0)
-
-        retire = Signal()
-        m.d.comb += retire.eq(closed.bit_select(head[:S], 1))
-        m.d.sync += closed.eq((closed | flag(out.valid & out.ready & out_close, out_seq)
-                               | flag(seg_valid & (~inside | empty), seg_seq))
-                              & ~flag(retire, head[:S]))
-        with m.If(retire):
-            m.d.sync += [head.eq(head + 1), self.retired.eq(self.retired + 1)]
+        m.d.comb += [
+            order.close[0].valid.eq(out.valid & out.ready & out_close),
+            order.close[0].seq.eq(out_seq),
+            order.close[1].valid.eq(seg_valid & (~inside | empty)),
+            order.close[1].seq.eq(seg_seq),
+            order.restart.eq(self.restart),
+        ]
+        with m.If(order.retire):
+            m.d.sync += self.retired.eq(self.retired + 1)
         with m.If(self.restart):
-            m.d.sync += [tail.eq(0), head.eq(0), closed.eq(0), self.retired.eq(0)]
+            m.d.sync += self.retired.eq(0)
 
         # After ``restart``, every source's state is cleared, one per cycle: an aborted layer
         # may have left segments open. Segments and packets wait meanwhile.
@@ -607,7 +617,7 @@ class GonReceiver(wiring.Component):
             m.d.comb += [wr.en.eq(1), wr.addr.eq(sweep), wr.data.eq(0),
                          self.segment.ready.eq(0), self.gon.ready.eq(0)]
 
-        m.d.comb += self.busy.eq((tail != head) | pkt_valid | seg_valid | out.valid | sweeping)
+        m.d.comb += self.busy.eq(order.pending | pkt_valid | seg_valid | out.valid | sweeping)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.Elif((act & over) | (seg_valid & ~inside)):

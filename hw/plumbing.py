@@ -1,10 +1,11 @@
-"""Stream plumbing shared by the blocks: a skid buffer and a round-robin arbiter."""
+"""Stream plumbing shared by the blocks: a skid buffer, a round-robin arbiter and in-order
+retirement."""
 
-from amaranth import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth import Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RoundRobin", "SkidBuffer"]
+__all__ = ["Retirement", "RoundRobin", "SkidBuffer"]
 
 
 class SkidBuffer(wiring.Component):
@@ -67,4 +68,60 @@ class RoundRobin(wiring.Component):
         m.d.comb += self.grant.eq(Mux(masked.any(), lowest(masked), lowest(self.requests)))
         with m.If(self.advance & self.requests.any()):
             m.d.sync += above.eq(~(self.grant | (self.grant - 1)[:n]))
+        return m
+
+
+class Retirement(wiring.Component):
+    """Number items in the order they are taken and retire them in that order, whatever the
+    order in which they close.
+
+    ``take``: an item is taken in this cycle; it gets number ``seq`` (the cycle's value).
+    ``full``: ``window`` items are taken and not retired (the smallest power of two at least
+    ``at_least``): take none. ``close[k]`` (``valid``, ``seq``; ``ports`` of them): item
+    ``seq`` closes in this cycle. ``retire``: the oldest item retires in this cycle; at most
+    one a cycle, from the cycle after it closes. ``pending``: an item is taken and not retired.
+    ``restart``: forget every item and number from 0 again (no item may be taken then).
+    The closed flags are a ``window`` bit register.
+    """
+
+    def __init__(self, at_least, ports):
+        self._bits = max(1, (at_least - 1).bit_length())
+        self._ports = ports
+        close = data.StructLayout({"valid": 1, "seq": self._bits})
+        super().__init__({"take": In(1), "seq": Out(self._bits), "full": Out(1),
+                          "close": In(data.ArrayLayout(close, ports)), "retire": Out(1),
+                          "pending": Out(1), "restart": In(1)})
+
+    @property
+    def window(self):
+        return 1 << self._bits
+
+    def elaborate(self, platform):
+        m = Module()
+        S, W = self._bits, self.window
+        # ``tail`` is the next number given, ``head`` the oldest unretired item's (one more bit
+        # than a number, to tell full from empty).
+        tail = Signal(S + 1)
+        head = Signal(S + 1)
+        closed = Signal(W)
+
+        def flag(enable, seq):
+            return Mux(enable, (Const(1, W) << seq)[:W], 0)
+
+        m.d.comb += [
+            self.seq.eq(tail[:S]),
+            self.full.eq((tail[:S] == head[:S]) & (tail[S] != head[S])),
+            self.pending.eq(tail != head),
+            self.retire.eq(closed.bit_select(head[:S], 1)),
+        ]
+        now = 0
+        for k in range(self._ports):
+            now = now | flag(self.close[k].valid, self.close[k].seq)
+        m.d.sync += closed.eq((closed | now) & ~flag(self.retire, head[:S]))
+        with m.If(self.take):
+            m.d.sync += tail.eq(tail + 1)
+        with m.If(self.retire):
+            m.d.sync += head.eq(head + 1)
+        with m.If(self.restart):
+            m.d.sync += [tail.eq(0), head.eq(0), closed.eq(0)]
         return m

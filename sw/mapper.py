@@ -1040,14 +1040,13 @@ def _evaluate(m, model):
             ifmap_valid = st.valid_rows * nc * vcols
             outs = NE * nf * fs
             psin = outs if (not first or lay.bias) else 0
-            # A pass's ifmap rows go out once the last rows of the one before are all sent:
-            # the top of the chain, (D - 1) * lag behind the bottom, takes its last ifmap
-            # values early by the columns its ring holds beyond the window; the rest is a gap
-            # between passes. Calibrated on the RTL (small, q = 1 to 4; eyeriss, q = 2 and
-            # 4): half of those spare columns count.
+            # A pass's ifmap row goes out once the one before with its tags is sent, to PEs
+            # that have all finished that pass: the h PEs of a chain sharing an ifmap row
+            # (a diagonal, (h - 1) * lag apart) start the next pass together, less the
+            # columns the top one's ring holds beyond its window. Calibrated on the RTL
+            # (small, q = 1 to 4): half of those spare columns count.
             spare = (cfg.ifmap_spad_depth // q_eff - sw) / U
-            ahead = spare / 2 * per_x
-            gap = max(0.0, (D - 1) * lag - ahead)
+            gap = max(0.0, (h - 1) * lag - spare / 2 * per_x)
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output
             # column every chain-bottom PE takes p initial psums and every chain top emits p

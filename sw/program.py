@@ -54,10 +54,11 @@ is not used).
 Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands`)
 -------------------------------------------------------------------------------------
 1. A pass's ``IFMAP`` rows, and its ``PSUM`` rows (one per chain-bottom PE), are back to back in
-   their lists, the first of each pass fenced; ``FILTER`` rows go bottom to top of the chains,
-   the rows of one height (all filter sub-blocks, interleaved by the sender) after a fence
-   (every row, when streamed). So a wait on a sender is always at a count that ends just
-   before a fenced command or at the end of a list: an exact count.
+   their lists, without fences: a row of the next pass waits in the sender only for the row
+   with its tags (the same PEs), so the chain bottoms start the next pass while the tops
+   finish this one. ``FILTER`` rows go bottom to top of the chains, the rows of one height
+   (all filter sub-blocks, interleaved by the sender) after a fence (every row, when
+   streamed). Senders complete rows in order, so every count waited for is exact.
 2. Readers wait on the writers of their data: ``IFMAP``/``FILTER`` rows and bias ``PSUM`` rows
    on the ``LOAD`` that brought them (a pass's first row on the last of them); read-back
    ``PSUM`` rows on ``RECV`` (every segment holding the pass's rows retired); a ``STORE`` on
@@ -228,9 +229,7 @@ class Program:
 
     def check_rules(self):
         """Check what the hardware needs beyond a sequential order: every wait is for a count
-        its engine reaches, and a wait on a sender (``FILTER``, ``IFMAP``, ``PSUM``, which
-        complete rows out of order) is at a count that ends just before one of its fenced
-        commands or at the end of its list. Raises ValueError naming the command."""
+        its engine reaches. Raises ValueError naming the command."""
         for e in ENGINES:
             for k, c in enumerate(self._cmds[e]):
                 if c.wait is None:
@@ -240,9 +239,6 @@ class Program:
                 if not 0 < count <= len(cmds):
                     raise ValueError(f"{e.name}[{k}] waits for {target.name} >= {count} of "
                                      f"{len(cmds)} commands")
-                if target in _SEND_ENGINES and count < len(cmds) and not cmds[count].fence:
-                    raise ValueError(f"{e.name}[{k}] waits for {target.name} >= {count}, not "
-                                     f"just before a fenced command")
 
     def descriptor(self, base=0, next=0):
         """Return the 64-byte layer descriptor for an image at ``base`` (``next``: the next
@@ -972,7 +968,7 @@ class _Compiler:
         run, job = block.run, block.run.job
         self._prefetch(info.gidx + self.n_ifmap - 1)
         # Ifmap rows.
-        wait, fence = self._sender_head(Engine.IFMAP, (Engine.LOAD, info.load_need) if
+        wait, _ = self._sender_head(Engine.IFMAP, (Engine.LOAD, info.load_need) if
                                         info.load_need else None, f"pass {info.gidx} ifmaps")
         ps = info.ps
         W = (len(ps.out_cols) - 1) * self.lay.U + len(ps.step.cols)
@@ -981,7 +977,7 @@ class _Compiler:
             self._add(Engine.IFMAP, Op.SEND, {"count": W * q,
                                               "glb_addr": info.row_addr[n, cr, y],
                                               "flags": row | col << 8},
-                      wait=wait if k == 0 else None, fence=k == 0 and fence,
+                      wait=wait if k == 0 else None,
                       note=f"pass {info.gidx} (mapper pass {ps.index}): ifmap n={n} set {cr} "
                            f"row {y}" if k == 0 else f"ifmap n={n} set {cr} row {y}")
         self.markers["ifmap_end", info.gidx] = self._count(Engine.IFMAP)
@@ -998,7 +994,7 @@ class _Compiler:
                 base = self.glb[f"psum{src}"][0]
                 need = (Engine.RECV, max(self.seg_after[self.seg_block[prev.gidx, uo]]
                                          for _, _, uo in info.psum))
-            wait, fence = self._sender_head(Engine.PSUM, need, f"pass {info.gidx} psums")
+            wait, _ = self._sender_head(Engine.PSUM, need, f"pass {info.gidx} psums")
             for k, (pe, (row, col), (unit, ot)) in enumerate(info.psum):
                 p = len(job.filter_sets[ot])
                 if src is None:
@@ -1007,7 +1003,7 @@ class _Compiler:
                     addr = base + job.layout[unit, ot] // self.V32
                 self._add(Engine.PSUM, Op.SEND, {"count": F * p, "glb_addr": addr,
                                                  "flags": row | col << 8},
-                          wait=wait if k == 0 else None, fence=k == 0 and fence,
+                          wait=wait if k == 0 else None,
                           note=f"pass {info.gidx}: psums of unit {unit} sub-block {ot} to PE "
                                f"{pe}")
             if src is not None:

@@ -11,11 +11,13 @@ in one order that their waits, fences and the hardware's hand-shakes allow, pack
   word aligned or empty, and GLB accesses beyond the GLB are errors.
 * A GIN sender holds up to its lanes' rows (``FILTER`` one per PE column, ``IFMAP`` and
   ``PSUM`` one per PE), reads a row from the GLB when it starts it, and sends one packet (one
-  GLB word) per lane in turn. A packet goes to the PEs whose NoC IDs match its tag (IDs and
-  routes written by ``NOC`` commands; reset: every ID unused) only when *every* one of them
-  runs a primitive that still takes values of its kind (psums from the GIN only where the
-  route says so); otherwise the sender stalls. A packet that matches no PE is an error, and so is one that carries more
-  values than a target's primitive takes.
+  GLB word) per lane in turn. A row waits (holding back the rows behind it) while a row with
+  its tags is in a lane. A packet goes to the PEs whose NoC IDs match its tag (IDs and routes
+  written by ``NOC`` commands; reset: every ID unused) only when *every* one of them runs a
+  primitive that still takes values of its kind (psums from the GIN only where the route
+  says so); otherwise its lane waits and the next one in turn sends. A packet that matches no
+  PE is an error, and so is one that carries more values than a target's primitive takes.
+  Rows complete in list order.
 * A PE runs the primitives its ``PE_CFG`` commands gave it, one at a time and in order (a
   ``PE_CFG`` waits while one of its PEs has a primitive not yet started), taking inputs for the
   running one only. Once they are all in it computes the primitive bit for bit
@@ -273,7 +275,7 @@ class _Machine:
                     cmds.extend(_rows(cmd))
                 lists[e] = cmds
             self.layer = _Layer(lists)
-            self.senders = {e: {"lanes": [], "rr": 0} for e in _NETS}
+            self.senders = {e: {"lanes": [], "rr": 0, "closed": set()} for e in _NETS}
             self.live = {}                 # src -> deque of [index, addr, left, part]
             self.gon_head = None
             self._run_layer()
@@ -487,6 +489,34 @@ class _Machine:
                 lay.recv_done[lay.completed[Engine.RECV]]:
             lay.completed[Engine.RECV] += 1
 
+    def _close(self, e, index):
+        """Row ``index`` of sender ``e`` has left; the sender's rows complete in order."""
+        lay, closed = self.layer, self.senders[e]["closed"]
+        closed.add(index)
+        while lay.completed[e] in closed:
+            closed.remove(lay.completed[e])
+            lay.completed[e] += 1
+
+    def _deliverable(self, e, lane, V):
+        """Whether every PE the lane's next packet reaches takes it now (an error if none
+        matches, or a target's primitive takes fewer values)."""
+        net = _NETS[e]
+        i, row, pos, tag = lane
+        n = min(V, len(row) - pos)
+        targets = self.matches(net).get(tag)
+        if not targets:
+            raise ModelError(ErrorCode.NOC_UNMATCHED, f"{e.name}[{i}]: a packet tagged {tag} "
+                                                      f"matches no PE")
+        for pe in targets:
+            need = pe.need(net, self.from_gin(pe))
+            if need <= 0:
+                return False
+            if need < n:
+                raise ModelError(ErrorCode.PE_CONFIG,
+                                 f"{e.name}[{i}]: a packet of {n} values reaches PE "
+                                 f"{pe.pos}, whose primitive takes {need} more")
+        return True
+
     def _send(self, e):
         lay = self.layer
         s = self.senders[e]
@@ -499,12 +529,17 @@ class _Machine:
             cmd = lay.lists[e][i]
             if not self._ready(e, cmd, i):
                 break
-            lay.head[e] += 1
-            progress = True
             if cmd["op"] is Op.NOP or cmd["args"]["count"] == 0:
-                lay.completed[e] += 1
+                lay.head[e] += 1
+                progress = True
+                self._close(e, i)
                 continue
             args = cmd["args"]
+            tag = (args["flags"] & 0xFF, args["flags"] >> 8 & 0xFF)
+            if any(lane[3] == tag for lane in s["lanes"]):
+                break                        # after the row with its tags
+            lay.head[e] += 1
+            progress = True
             words = -(-args["count"] // V)
             self._glb(args["glb_addr"], words, f"{e.name}[{i}]")
             # The row is read when it starts (the hardware reads a few words ahead of sending;
@@ -512,26 +547,20 @@ class _Machine:
             values = self.glb[args["glb_addr"]:args["glb_addr"] + words] \
                 .view("<u4" if e is Engine.PSUM else "<u2").ravel()[:args["count"]].copy()
             self.counts["glb_reads"][_NET_NAMES[net]] += words
-            tag = (args["flags"] & 0xFF, args["flags"] >> 8 & 0xFF)
             s["lanes"].append([i, values, 0, tag])
         budget = self._budget()
         while s["lanes"] and budget:
-            k = s["rr"] % len(s["lanes"])
+            # The next lane in turn whose packet every target can take (the others wait).
+            for step in range(len(s["lanes"])):
+                k = (s["rr"] + step) % len(s["lanes"])
+                if self._deliverable(e, s["lanes"][k], V):
+                    break
+            else:
+                return progress
             lane = s["lanes"][k]
             i, row, pos, tag = lane
             n = min(V, len(row) - pos)
-            targets = self.matches(net).get(tag)
-            if not targets:
-                raise ModelError(ErrorCode.NOC_UNMATCHED, f"{e.name}[{i}]: a packet tagged {tag} "
-                                                          f"matches no PE")
-            for pe in targets:
-                need = pe.need(net, self.from_gin(pe))
-                if need <= 0:
-                    return progress          # the network stalls on this packet
-                if need < n:
-                    raise ModelError(ErrorCode.PE_CONFIG,
-                                     f"{e.name}[{i}]: a packet of {n} values reaches PE "
-                                     f"{pe.pos}, whose primitive takes {need} more")
+            targets = self.matches(net)[tag]
             values = row[pos:pos + n]
             for pe in targets:
                 pe.bufs[net].append(values)
@@ -541,7 +570,8 @@ class _Machine:
             lane[2] = pos + n
             if lane[2] == len(row):
                 del s["lanes"][k]
-                lay.completed[e] += 1
+                s["rr"] = k
+                self._close(e, i)
             else:
                 s["rr"] = k + 1
             progress = True
@@ -697,8 +727,7 @@ class _Machine:
                     why.append(f"fence ({lay.completed[e]} of {i} earlier done)")
                 parts.append(f"{e.name}[{i}] {cmd['op'].name} " + (", ".join(why) or "blocked"))
         for e, s in self.senders.items():
-            if s["lanes"]:
-                lane = s["lanes"][s["rr"] % len(s["lanes"])]
+            for lane in s["lanes"]:
                 targets = self.matches(_NETS[e]).get(lane[3], [])
                 busy = [pe.pos for pe in targets if pe.need(_NETS[e], self.from_gin(pe)) <= 0]
                 parts.append(f"{e.name} packet of [{lane[0]}] tag {lane[3]} waits for PEs {busy}")

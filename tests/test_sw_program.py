@@ -225,15 +225,13 @@ def test_program_api():
 
 
 def test_check_rules():
-    """Waits on senders are at exact counts; breaking that (here by dropping the fence after a
-    waited-for count, in the program's own lists) is reported."""
+    """Every wait is for a count its engine reaches; one beyond the list is reported."""
     lay = Conv2d("rules", 1, 2, 3, 9, 6, 3, 3)
     prog = compile_layer(TINY, map_layer(lay, TINY), has_bias=True)
     prog.check_rules()
-    loads = [decode_command(w) for w in prog.commands()[Engine.LOAD]]
-    count = next(c["wait_count"] for c in loads if c["wait_engine"] is Engine.IFMAP)
-    prog._cmds[Engine.IFMAP][count].fence = False        # white box: break one rule
-    with pytest.raises(ValueError, match="not just before a fenced command"):
+    load = next(c for c in prog._cmds[Engine.LOAD] if c.wait and c.wait[0] is Engine.IFMAP)
+    load.wait = (Engine.IFMAP, len(prog._cmds[Engine.IFMAP]) + 1)   # white box: break it
+    with pytest.raises(ValueError, match=r"LOAD\[\d+\] waits for IFMAP >= \d+ of \d+"):
         prog.check_rules()
 
 
@@ -369,31 +367,18 @@ def test_model_primitive_without_inputs(compiled):
     assert "waits for" in _error(_patch(prog, image, Engine.CONFIG, k, more), ErrorCode.WATCHDOG)
 
 
-def test_model_missing_fence():
-    """Ifmap rows of the next pass sent with the current pass's reach PEs still in the current
-    pass (wrong data) or block the network (deadlock)."""
+def test_passes_overlap_without_fences():
+    """The next pass's ifmap and psum rows are not fenced: each waits in the sender for the
+    row with its tags only, and the program still gives the exact result in every schedule
+    (chains of 3 PEs sharing ifmap rows, several passes)."""
     lay = Conv2d("f", 1, 2, 2, 14, 8, 3, 3)
-    m = make_mapping(lay, TINY, p=2, q=1)       # chains of 3 PEs sharing ifmap rows
-    prog = compile_layer(TINY, m, relu=True, has_bias=True)
-    image, (x, w, b) = _image(prog, lay)
-    ref = run_layer(lay, m, x, w, b, out="fp16")
-    fenced = [k for k, word in enumerate(prog.commands(BASE)[Engine.IFMAP])
-              if decode_command(word)["fence"] and decode_command(word)["op"] is Op.SEND]
-    assert fenced
-
-    def unfence(cmd):
-        cmd["fence"] = False
-    bad = image
-    for k in fenced:
-        bad = _patch(prog, bad, Engine.IFMAP, k, unfence)
-    for seed in range(4):
-        try:
-            result = run(TINY, bad, BASE, origin=BASE, seed=seed)
-        except ModelError as err:
-            assert err.code in (ErrorCode.WATCHDOG, ErrorCode.PE_CONFIG)
-            continue
-        out = prog.output(result.memory, BASE, origin=BASE)
-        assert not np.array_equal(out.view(np.uint16), ref.view(np.uint16))
+    m = make_mapping(lay, TINY, p=2, q=1)
+    prog, _ = check(lay, TINY, m, seeds=(None, 1, 2, 3))
+    for e in (Engine.IFMAP, Engine.PSUM):
+        sends = [c for c in prog._cmds[e] if c.op is Op.SEND]
+        assert len(sends) > 3 and not any(c.fence for c in sends)
+        tags = [c.args["flags"] for c in sends]
+        assert len(set(tags)) < len(tags)          # rows of later passes reuse the tags
 
 
 def test_model_missing_waits_show(compiled):
