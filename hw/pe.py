@@ -140,8 +140,13 @@ class PE(wiring.Component):
     Ports (``amaranth.lib.stream``; valid never waits on ready):
 
     ``cfg`` : ``In(stream.Signature(PEConfig(...)))``
-        Accepted only while ``idle``; the PE then runs the whole primitive and is idle again
-        after its last psum has left through ``psum_out``.
+        Taken into an empty PE (no primitive issuing and no ifmap value held; the psums of
+        earlier primitives may still be on their way out), or as the *next* primitive while
+        one issues, once that one's ifmaps are all in, if its ``q`` gives the ring as many
+        entries (``ifmap_depth // q`` whole columns): its ifmaps then load into the entries the
+        running primitive frees (the ring goes on where that one's ended), and it starts the
+        cycle after the running one's last MAC issues. At most three primitives are taken
+        whose last psum has not left.
     ``filter_in`` : ``In(stream.Signature(FP16))``
         With ``load_filter``: exactly ``p * q * S`` weights ``w[f][c][s]`` in address order
         ``(s * q + c) * p + f``, before any MAC of the primitive.
@@ -163,8 +168,8 @@ class PE(wiring.Component):
     ``events`` : ``Out(PEEvents)``
         Per-cycle strobes for performance counters.
     ``idle`` : ``Out(1)``
-        No primitive running and every psum of the last one has left; ``cfg`` is ready.
-        (``psum_in`` values of later primitives may already be buffered.)
+        Every primitive taken has finished and its last psum has left. (``psum_in`` values
+        of later primitives may already be buffered.)
 
     Timing, fed and drained without stalls, from the ``cfg`` transfer to ``idle``:
     ``(p*q*S if load_filter else 1) + F * per_x + mac_stages + 3`` cycles, where a filter load
@@ -175,6 +180,10 @@ class PE(wiring.Component):
     whose first term issues at cycle ``t`` is on ``psum_out`` at ``t + (q*S - 1) * G +
     mac_stages + 1``, ``G = filter_group(p, mac_stages)``. Both hold when
     ``U <= p * S``; otherwise ``ifmap_in`` (one value per cycle, ``U * q`` per column) limits.
+    Back to back (the next ``cfg`` offered in time, its ifmaps keeping up), a primitive's
+    first MAC issues two cycles after the last MAC of the one before (with ``p >=
+    mac_stages``; one or two with fewer), after its filter load if it has one: the MAC
+    pipeline drains only when the PE runs out of primitives.
 
     A ``psum_in`` value is usable the cycle after its transfer; a final psum is on
     ``psum_out`` the cycle after it leaves the MAC.
@@ -326,6 +335,7 @@ class PE(wiring.Component):
         b_first = Signal()
         b_final = Signal()
         b_last = Signal()
+        b_use_psum = Signal()                               # the op's primitive's use_psum_in
         scoreboard = Signal(self.psum_depth)                # psum f is in the MAC pipeline
 
         f_last = f == p_m1                                  # the last filter of the last group
@@ -354,8 +364,8 @@ class PE(wiring.Component):
         # from the MAC output when it is being written back in this very cycle.
         bypass = writeback & (o_f == b_f)
         dep_ok = b_first | ~_bit(scoreboard, b_f) | bypass
-        psum_ok = ~(b_first & use_psum) | in_fifo.r_rdy
-        init = Mux(use_psum, in_fifo.r_data, 0)
+        psum_ok = ~(b_first & b_use_psum) | in_fifo.r_rdy
+        init = Mux(b_use_psum, in_fifo.r_data, 0)
         m.d.comb += [
             p_rd.addr.eq(b_f),
             mac.i.valid.eq(b_valid & dep_ok & psum_ok),
@@ -364,7 +374,7 @@ class PE(wiring.Component):
             mac.i.payload.c.eq(Mux(b_first, init,
                                    Mux(bypass, mac.o.payload.sum.as_value(), p_rd.data))),
             mac.i.payload.tag.eq(Cat(b_f, b_final, b_last)),
-            in_fifo.r_en.eq(b_valid & b_first & use_psum & mac.i.ready),
+            in_fifo.r_en.eq(b_valid & b_first & b_use_psum & mac.i.ready),
         ]
         issue = mac.i.valid & mac.i.ready
 
@@ -386,6 +396,7 @@ class PE(wiring.Component):
                 b_first.eq(~s.any() & ~c.any()),
                 b_final.eq(s_last & c_last),
                 b_last.eq(s_last & c_last & x_last & f_last),
+                b_use_psum.eq(use_psum),
             ]
         with m.If(a_ready):
             m.d.sync += b_valid.eq(a_fire)
@@ -395,14 +406,20 @@ class PE(wiring.Component):
         m.d.sync += scoreboard.eq((scoreboard & ~sb_clr) | sb_set)
 
         # Ifmap loader: group 0 is the first S columns, groups 1..F-1 the U columns each
-        # output column adds; of those, columns no output uses (U > S) are dropped.
+        # output column adds; of those, columns no output uses (U > S) are dropped. It has its
+        # own copy of the sizes: it loads the next primitive while stage A finishes this one.
+        lS = Signal(range(lim["S"] + 1))
+        lU = Signal(4)
+        lS_m1 = _index(lim["S"])
+        lq_m1 = _index(lim["q"])
+        lF_m1 = _index(lim["F"])
         w_active = Signal()
         w_group = _index(lim["F"])
         w_col = Signal(range(max(lim["S"], 15)))
         w_c = _index(lim["q"])
         w_addr = _index(self.ifmap_depth)
         first_group = ~w_group.any()
-        keep = first_group | (w_col + S >= U)
+        keep = first_group | (w_col + lS >= lU)
         w_entry_free = ~_bit(ivalid, w_addr) | (free & (rd_addr == w_addr))
         m.d.comb += self.ifmap_in.ready.eq(w_active & (~keep | w_entry_free))
         w_take = self.ifmap_in.valid & self.ifmap_in.ready
@@ -418,11 +435,11 @@ class PE(wiring.Component):
             m.d.sync += w_addr.eq(Mux(w_addr == ring_m1, 0, w_addr + 1))
         with m.If(w_take):
             m.d.sync += w_c.eq(w_c + 1)
-            with m.If(w_c == q_m1):
+            with m.If(w_c == lq_m1):
                 m.d.sync += [w_c.eq(0), w_col.eq(w_col + 1)]
-                with m.If(w_col == Mux(first_group, S_m1, U - 1)):
+                with m.If(w_col == Mux(first_group, lS_m1, lU - 1)):
                     m.d.sync += [w_col.eq(0), w_group.eq(w_group + 1)]
-                    with m.If(w_group == F_m1):
+                    with m.If(w_group == lF_m1):
                         m.d.sync += w_active.eq(0)
 
         # Loop counters, advanced by a filter load transfer or by stage A.
@@ -475,27 +492,53 @@ class PE(wiring.Component):
         group_table = Array(Const(filter_group(min(max(p, 1), lim["p"]), self.mac_stages) - 1,
                                   len(g_m1))
                             for p in range(1 << len(cfg.p)))
-        m.d.comb += self.cfg.ready.eq(self.idle)
         m.d.sync += ivalid.eq((ivalid & ~iv_clr) | iv_set)
-        # Idle -> (load) -> run -> idle; "run" lasts until the last psum has left.
+
+        # Primitives: stage A's (loading its filters, then issuing) and the next one, whose
+        # ifmaps load into the ring entries stage A frees. ``outstanding`` counts the
+        # primitives taken whose last psum has not left.
         loading = Signal()
-        running = Signal()
-        m.d.comb += self.idle.eq(~loading & ~running)
-        with m.If(self.cfg.valid & self.idle):
+        busy = Signal()                                     # stage A has a primitive
+        nxt_valid = Signal()
+        nxt = Signal(self.config_layout)
+        nxt_start = _index(self.ifmap_depth)                # its first ring entry
+        outstanding = Signal(2)
+        m.d.comb += [busy.eq(loading | a_run), self.idle.eq(outstanding == 0)]
+        # A primitive is taken into an empty PE (an empty ring), or as the next one once stage
+        # A's ifmaps are all in, if it has as many ring entries (the ring goes on).
+        start = ~busy & ~nxt_valid & ~w_active
+        queue = busy & ~nxt_valid & ~w_active & (ring_table[cfg.q] == ring_m1)
+        m.d.comb += self.cfg.ready.eq((start | queue) & (outstanding != 3))
+        take = self.cfg.valid & self.cfg.ready
+        last_out = self.psum_out.valid & self.psum_out.ready & self.psum_out.payload.last
+        m.d.sync += outstanding.eq(outstanding + take - last_out)
+        with m.If(take):
             m.d.sync += [
-                S.eq(cfg.S), U.eq(cfg.U), S_m1.eq(cfg.S - 1), p_m1.eq(cfg.p - 1),
-                q_m1.eq(cfg.q - 1), F_m1.eq(cfg.F - 1), ring_m1.eq(ring_table[cfg.q]),
-                wide.eq(cfg.U >= cfg.S),
-                use_psum.eq(cfg.use_psum_in),
-                x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0), row_g0.eq(0), g0.eq(0),
-                g_m1.eq(group_table[cfg.p]),
-                g_end.eq(Mux(cfg.load_filter, cfg.p - 1, group_table[cfg.p])),
-                rd_addr.eq(0), x_base.eq(0), next_base.eq(0),
-                w_active.eq(1), w_group.eq(0), w_col.eq(0), w_c.eq(0), w_addr.eq(0),
-                loading.eq(cfg.load_filter),
-                running.eq(~cfg.load_filter),
-                a_run.eq(~cfg.load_filter),
+                lS.eq(cfg.S), lU.eq(cfg.U), lS_m1.eq(cfg.S - 1), lq_m1.eq(cfg.q - 1),
+                lF_m1.eq(cfg.F - 1),
+                w_active.eq(1), w_group.eq(0), w_col.eq(0), w_c.eq(0),
             ]
+
+        def begin(new, ring_start):
+            """Stage A takes primitive ``new``, whose ifmaps start at ring entry ``ring_start``."""
+            return [
+                S.eq(new.S), U.eq(new.U), S_m1.eq(new.S - 1), p_m1.eq(new.p - 1),
+                q_m1.eq(new.q - 1), F_m1.eq(new.F - 1), wide.eq(new.U >= new.S),
+                use_psum.eq(new.use_psum_in),
+                x.eq(0), s.eq(0), c.eq(0), f.eq(0), f_addr.eq(0), row_g0.eq(0), g0.eq(0),
+                g_m1.eq(group_table[new.p]),
+                g_end.eq(Mux(new.load_filter, new.p - 1, group_table[new.p])),
+                rd_addr.eq(ring_start), x_base.eq(ring_start), next_base.eq(ring_start),
+                loading.eq(new.load_filter),
+                a_run.eq(~new.load_filter),
+            ]
+
+        with m.If(take & start):
+            m.d.sync += begin(cfg, 0) + [ring_m1.eq(ring_table[cfg.q]), w_addr.eq(0)]
+        with m.If(take & queue):
+            m.d.sync += [nxt_valid.eq(1), nxt.eq(cfg), nxt_start.eq(w_addr)]
+        with m.If(~busy & nxt_valid):
+            m.d.sync += begin(nxt, nxt_start) + [nxt_valid.eq(0)]
         m.d.comb += [
             self.filter_in.ready.eq(loading),
             load_take.eq(loading & self.filter_in.valid),
@@ -504,15 +547,13 @@ class PE(wiring.Component):
             f_wr.data.eq(self.filter_in.payload),
         ]
         with m.If(load_take & group_last):
-            m.d.sync += [loading.eq(0), running.eq(1), a_run.eq(1)]
-        with m.If(self.psum_out.valid & self.psum_out.ready & self.psum_out.payload.last):
-            m.d.sync += running.eq(0)
+            m.d.sync += [loading.eq(0), a_run.eq(1)]
 
         ev = self.events
         m.d.comb += [
             ev.mac_busy.eq(issue),
             ev.stall_ifmap.eq(a_run & ~entry_valid & a_ready),
-            ev.stall_psum_in.eq(b_valid & b_first & use_psum & ~in_fifo.r_rdy & mac.i.ready),
+            ev.stall_psum_in.eq(b_valid & b_first & b_use_psum & ~in_fifo.r_rdy & mac.i.ready),
             ev.stall_dependency.eq(b_valid & ~dep_ok & mac.i.ready),
             ev.stall_output.eq(mac.o.valid & ~mac.o.ready),
             ev.filter_load.eq(self.filter_in.ready),

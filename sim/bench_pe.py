@@ -7,7 +7,8 @@ refused at random (rate ``PE_STALL``), so every handshake case occurs.
 
 Environment: ``PE_VECTORS`` (npz: ``cfg``, ``filter``, ``ifmap``, ``psum_in``, ``expected``, ``macs``),
 ``PE_OUT`` (npz written: ``out``, ``events`` (total per strobe, ``hw.pe.PEEvents`` order),
-``cfg_cycles`` (cycle of each cfg transfer), ``done_cycle``, ``cycles``), ``PE_GAP``,
+``cfg_cycles`` (cycle of each cfg transfer), ``last_cycles`` (cycle of each primitive's last
+psum), ``done_cycle``, ``cycles``), ``PE_GAP``,
 ``PE_STALL``, ``PE_SEED``.
 """
 
@@ -71,7 +72,7 @@ async def run_primitives(dut):
     dut.rst.value = 0
 
     events = np.zeros(len(EVENT_NAMES), dtype=np.int64)
-    out, cfg_cycles = [], []
+    out, cfg_cycles, last_cycles = [], [], []
     # Generous: every MAC may wait for the whole MAC pipeline, every word for a few gaps.
     limit = 1000 + 20 * (sum(len(s.words) for s in sources) + n_out) + 10 * int(data["macs"])
     cycle = 0
@@ -94,11 +95,15 @@ async def run_primitives(dut):
         for source in sources[1:]:
             source.sample()
         if ready and dut.psum_out__valid.value:
-            out.append(int(dut.psum_out__payload.value))
+            word = int(dut.psum_out__payload.value)
+            out.append(word)
+            if word >> 32:                                  # PsumOut.last
+                last_cycles.append(cycle)
         bits = int(dut.events.value)
         if bits:
             events += [(bits >> k) & 1 for k in range(len(EVENT_NAMES))]
 
     np.savez(os.environ["PE_OUT"], out=np.array(out, dtype=np.uint64), events=events,
-             cfg_cycles=np.array(cfg_cycles, dtype=np.int64), done_cycle=done_cycle,
+             cfg_cycles=np.array(cfg_cycles, dtype=np.int64),
+             last_cycles=np.array(last_cycles, dtype=np.int64), done_cycle=done_cycle,
              cycles=cycle)

@@ -27,6 +27,7 @@ __all__ = [
     "random_values16",
     "run_cocotb",
     "run_utilization",
+    "steady_cycles",
     "stimulus",
 ]
 
@@ -170,6 +171,17 @@ def expected_events(prims):
     }
 
 
+def steady_cycles(prim, mac_stages):
+    """Return the cycles a primitive adds when it follows another back to back, fed and
+    drained without stalls, when one ifmap value per cycle keeps up (``hw.pe.PE`` timing: with
+    ``p >= mac_stages`` its first MAC issues two cycles after the last one of the primitive
+    before, after its filter load; with fewer filters, one or two). ``per_x`` is as in
+    :func:`primitive_cycles`."""
+    p, q, S, F = prim.p, prim.q, prim.S, prim.F
+    per_x = p * q * S if p >= mac_stages else p + (q * S - 1) * mac_stages
+    return (p * q * S if prim.load_filter else 0) + F * per_x + 1
+
+
 def primitive_cycles(prim, mac_stages):
     """Return the cycles from a primitive's ``cfg`` transfer until the PE is idle again, fed
     and drained without stalls (``hw.pe.PE`` timing), when one ifmap value per cycle keeps up.
@@ -190,8 +202,9 @@ def run_cocotb(config, prims, *, simulator="verilator", gap=0.0, stall=0.0, seed
 
     Inputs are offered after random gaps (rate ``gap``) and outputs refused at random (rate
     ``stall``). Returns a dict: ``out`` (``psum_out`` words in order, as ``expected``), ``events``
-    (totals per strobe), ``cfg_cycles`` (cycle of each ``cfg`` transfer), ``done_cycle``
-    (first idle cycle after the last output) and ``cycles``.
+    (totals per strobe), ``cfg_cycles`` (cycle of each ``cfg`` transfer), ``last_cycles``
+    (cycle of each primitive's last psum), ``done_cycle`` (first idle cycle after the last
+    output) and ``cycles``.
     """
     stim = stimulus(PEConfig(**_spad_sizes(config)), prims)
     bld = runner.build("pe", config, simulator=simulator, waves=waves)
@@ -209,6 +222,7 @@ def run_cocotb(config, prims, *, simulator="verilator", gap=0.0, stall=0.0, seed
             "expected": stim["expected"],
             "events": dict(zip(EVENT_NAMES, (int(v) for v in out["events"]))),
             "cfg_cycles": out["cfg_cycles"].astype(np.int64),
+            "last_cycles": out["last_cycles"].astype(np.int64),
             "done_cycle": int(out["done_cycle"]),
             "cycles": int(out["cycles"]),
         }
@@ -234,12 +248,14 @@ DEFAULT_CASES = (
 def run_utilization(config, cases=DEFAULT_CASES, *, simulator="verilator", seed=1):
     """Measure the MAC utilization of one PE fed and drained without stalls, per case.
 
-    Each case ``(p, q, S, U, F)`` runs twice in a row on the generated Verilog: loading its
-    filter, then keeping it; ``p`` is lowered to what ``config``'s scratchpads hold, and a case
-    whose ``q * S`` ifmap values do not fit is left out. Returns one dict per case run: the
-    sizes, ``macs``, ``cycles_load`` and ``cycles`` (``cfg`` transfer to idle), their
-    utilizations (MACs per cycle), ``predicted`` (:func:`primitive_cycles` without load) and
-    ``correct`` (psums equal to the model's).
+    Each case ``(p, q, S, U, F)`` runs twice in a row on the generated Verilog, loading its
+    filter, then keeping it, and the cases run back to back; ``p`` is lowered to what
+    ``config``'s scratchpads hold, and a case whose ``q * S`` ifmap values do not fit is left
+    out. Returns one dict per case run: the sizes, ``macs``, ``cycles_load`` and ``cycles``
+    (from the last psum of the primitive before to this one's; for the very first, from its
+    ``cfg`` transfer, so start-up included), their utilizations (MACs per cycle),
+    ``predicted`` (:func:`steady_cycles` without load) and ``correct`` (psums equal to the
+    model's).
     """
     sizes = _spad_sizes(config)
     rng = np.random.default_rng(seed)
@@ -256,10 +272,9 @@ def run_utilization(config, cases=DEFAULT_CASES, *, simulator="verilator", seed=
         second = Primitive(weights, random_values16(rng, first.ifmap.shape, 0), None, U, False)
         prims += [first, second]
         rows.append({"p": p, "q": q, "S": S, "U": U, "F": F, "macs": first.macs,
-                     "predicted": primitive_cycles(second, config.mac_stages)})
+                     "predicted": steady_cycles(second, config.mac_stages)})
     report = run_cocotb(config, prims, simulator=simulator, seed=seed, name="utilization")
-    ends = list(report["cfg_cycles"][1:]) + [report["done_cycle"]]
-    spans = np.array(ends) - report["cfg_cycles"]
+    spans = np.diff(np.concatenate([report["cfg_cycles"][:1], report["last_cycles"]]))
     correct = report["out"] == report["expected"]
     offset = 0
     for k, row in enumerate(rows):

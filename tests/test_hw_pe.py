@@ -24,13 +24,13 @@ TINY = {"filter_depth": 32, "ifmap_depth": 8, "psum_depth": 8}
 def simulate(pe, prims, *, gap=0.0, stall=0.0, seed=0):
     """Run ``prims`` through ``pe`` with random input gaps and output stalls (rates).
 
-    Returns the psums, the expected psums, event totals, the cycle of each cfg transfer and
-    the first idle cycle after the last psum.
+    Returns the psums, the expected psums, event totals, the cycle of each cfg transfer, the
+    cycles in which a MAC issued and the first idle cycle after the last psum.
     """
     rng = np.random.default_rng(seed)
     stim = stimulus(pe.config_layout, prims)
     n_out = len(stim["expected"])
-    out, cfg_cycles = [], []
+    out, cfg_cycles, mac_cycles = [], [], []
     events = np.zeros(len(EVENT_NAMES), dtype=np.int64)
     done = []
 
@@ -65,6 +65,8 @@ def simulate(pe, prims, *, gap=0.0, stall=0.0, seed=0):
                 cfg_cycles.append(cycle)
             if ev:
                 events[:] += [(ev >> k) & 1 for k in range(len(EVENT_NAMES))]
+                if ev & 1 << EVENT_NAMES.index("mac_busy"):
+                    mac_cycles.append(cycle)
             cycle += 1
 
     benches = [producer(pe.cfg, stim["cfg"]), producer(pe.filter_in, stim["filter"]),
@@ -74,7 +76,7 @@ def simulate(pe, prims, *, gap=0.0, stall=0.0, seed=0):
     run_simulation(pe, *benches, deadline_cycles=deadline)
     return {"out": np.array(out, dtype=np.uint64), "expected": stim["expected"],
             "events": dict(zip(EVENT_NAMES, events.tolist())), "cfg_cycles": cfg_cycles,
-            "done": done[0]}
+            "mac_cycles": mac_cycles, "done": done[0]}
 
 
 def assert_exact(result):
@@ -173,29 +175,40 @@ SLOW = [(1, 2, 3, 1, 4), (2, 1, 4, 2, 3), (1, 1, 1, 1, 6), (2, 4, 1, 1, 3)]
 
 @pytest.mark.parametrize("cases,mac_stages", [(FULL_RATE, 3), (SLOW, 3), (FULL_RATE[:3], 2)])
 def test_throughput_unstalled(cases, mac_stages):
-    """Fed and drained without stalls, each primitive takes exactly ``primitive_cycles``: with
-    p >= mac_stages, ``p*q*S*F`` MAC cycles plus ``mac_stages + 3`` plus the filter load
-    (``p*q*S``) or one cycle for the first ifmap value to land."""
+    """Fed and drained without stalls, one primitive alone takes exactly ``primitive_cycles``:
+    with p >= mac_stages, ``p*q*S*F`` MAC cycles plus ``mac_stages + 3`` plus the filter load
+    (``p*q*S``) or one cycle for the first ifmap value to land. Back to back, the next one is
+    taken while this one runs and its first MAC issues two cycles after this one's last (plus
+    its filter load): the MAC pipeline drains once, at the end."""
     rng = np.random.default_rng(6)
     spec = []
     for p, q, S, U, F in cases:
         spec += [(p, q, S, U, F, True), (p, q, S, U, F, False)]
     prims = make(spec, rng, psum=True)
-    result = simulate(PE(**TINY, mac_stages=mac_stages), prims)
+    pe = PE(**TINY, mac_stages=mac_stages)
+    alone = simulate(pe, prims[:1])
+    assert alone["done"] - alone["cfg_cycles"][0] == primitive_cycles(prims[0], mac_stages)
+    result = simulate(pe, prims)
     assert_exact(result)
     assert_event_totals(result, prims)
-    spans = np.diff(result["cfg_cycles"] + [result["done"]])
-    want = [primitive_cycles(prim, mac_stages) for prim in prims]
-    assert list(spans) == want
+    full_rate = all(prim.p >= mac_stages for prim in prims)
+    macs = np.cumsum([0] + [prim.macs for prim in prims])
+    first = [result["mac_cycles"][k] for k in macs[:-1]]
+    last = [result["mac_cycles"][k - 1] for k in macs[1:]]
+    for k, prim in enumerate(prims):
+        load = prim.p * prim.q * prim.S if prim.load_filter else 0
+        if k:
+            assert result["cfg_cycles"][k] <= last[k - 1]         # before it drains
+            gap = first[k] - last[k - 1]
+            assert gap == 2 + load if full_rate else 1 <= gap <= 2 + load
+        if full_rate:
+            assert last[k] - first[k] + 1 == prim.macs          # one MAC per cycle
+    assert result["done"] == last[-1] + mac_stages + 2
     events = result["events"]
     assert events["stall_output"] == events["stall_psum_in"] == 0
     assert events["stall_ifmap"] <= sum(not prim.load_filter for prim in prims)
-    if all(prim.p >= mac_stages for prim in prims):
+    if full_rate:
         assert events["stall_dependency"] == 0
-        for prim, span in zip(prims, spans):
-            overhead = span - prim.macs
-            assert overhead == mac_stages + 3 + (prim.p * prim.q * prim.S
-                                                 if prim.load_filter else 1)
 
 
 def test_software_check_rejects_what_the_pe_cannot_hold():

@@ -37,15 +37,20 @@ def test_pe_verilator_random_backpressure(name, seed):
 
 
 def test_pe_verilator_utilization_matches_prediction():
-    """The benchmark's runs, unstalled: every primitive takes exactly the predicted cycles."""
+    """The benchmark's runs, unstalled and back to back: with p >= mac_stages every primitive
+    takes exactly the predicted cycles (one MAC per cycle, one idle cycle between
+    primitives); with fewer filters, within a cycle of it."""
     config = preset("tiny")
     cases = [(1, 2, 3, 1, 4), (3, 2, 3, 1, 5), (8, 1, 3, 2, 6), (4, 2, 4, 3, 3)]
     rows = pe_bench.run_utilization(config, cases)
     for row in rows:
         assert row["correct"], row
-        assert row["cycles"] == row["predicted"], row
-    full_rate = [row for row in rows if row["p"] >= config.mac_stages]
-    assert full_rate and all(row["utilization"] > 0.9 for row in full_rate)
+        if row["p"] >= config.mac_stages:
+            assert row["cycles"] == row["predicted"], row
+            assert row["utilization"] > 0.95
+        else:
+            assert row["predicted"] - 1 <= row["cycles"] <= row["predicted"], row
+    assert sum(row["p"] >= config.mac_stages for row in rows) == 1
     text = pe_bench.format_utilization(rows)
     assert len(text.splitlines()) == len(cases) + 1
 
