@@ -1162,11 +1162,16 @@ def _evaluate(m, model):
     last_out = (_max_tile(m, m.tile_units) * min(m.p * m.t, Mg) * len(m.strips[0])
                 * model.output_bytes)
     exposed = (first_in + last_out) / bw
-    # One psum region: each job but the last waits for its outputs to be stored before the next
-    # one writes its first psums (a job: group, strip, tile, filter block). The store shares
-    # the memory with the loads of the next job's second pass (its first pass's are in).
+    # A job (group, strip, tile, filter block) writes its first psums over the outputs of the
+    # job before in the region, block by block, each after the store of the block it replaces.
+    # With several steps a block is a pass, stored a run before: the store overlaps computing.
+    # With one step a block holds all passes with one NoC configuration (one, usually): with
+    # one psum region, each job but the last waits for its outputs to be stored before the next
+    # one starts. The store shares the memory with the loads of the next job's second pass (its
+    # first pass's are in).
     store_wait = 0
-    if m.psum_buffers == 1:
+    several = sum(run[-1] for run in step_runs) > 1 and m._main_stats.passes > tiles
+    if m.psum_buffers == 1 and not several:
         jobs = len(m.strips) * tiles * sum(fb_sizes.values()) * G
         pass_reads = (dram_bytes - dram["output"]) / passes
         store_wait = (dram["output"] - last_out

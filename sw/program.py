@@ -66,10 +66,14 @@ Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands
 3. Writers wait on the readers of what they overwrite: a ``LOAD`` into an ifmap, filter or bias
    buffer on ``IFMAP``, ``FILTER`` or ``PSUM`` at the end of the pass, run (or ring row) or job
    that used it last. A job's first run writes a region that may hold an older job's psums:
-   its first block starts in ``CONFIG`` with ``NOP`` s waiting on the ``STORE`` and ``PSUM``
-   commands that read the region, and its ``RECV`` segments wait on ``CONFIG`` past them (so
-   the ``PE_CFG`` of a block is never issued before its segments can be). Later runs write in
-   place, after the reads that the data flow puts first.
+   each of its blocks starts in ``CONFIG`` with a ``NOP`` waiting on the ``STORE`` of the words
+   it writes (when ``CONFIG`` has not waited that far yet), and its ``RECV`` segments wait on
+   ``CONFIG`` past it (so the ``PE_CFG`` of a block is never issued before its segments can
+   be). The words a block writes are those of the older job's block in the same place, stored
+   one run earlier, so the outputs of a job are stored while the next one computes. Every
+   ``PSUM`` read of a word precedes the ``RECV`` that rewrites it (a PE emits a psum only after
+   taking the one it replaces), and so the ``STORE`` of the word. Later runs write in place,
+   after the reads that the data flow puts first.
 4. At most two blocks' segments are live per source: the first ``CONFIG`` command of block
    ``b`` (a ``NOC`` write or ``PE_CFG``) waits until ``RECV`` has retired every segment of block
    ``b - 2``. Every block's segments are in the ``RECV`` list before its passes' commands.
@@ -855,18 +859,19 @@ class _Compiler:
         run = block.run
         first_info = block.passes[0]
         self._prefetch(first_info.gidx)
-        # Hazards on the psum region this run writes (only its first block: later ones follow).
-        hazard = []
-        if block is run.blocks[0] and run is run.job.runs[0]:
-            region = self.region_state[run.region]
-            if region["store"]:
-                hazard.append((Engine.STORE, region["store"]))
-            if region["psum"] is not None:
-                hazard.append((Engine.PSUM, ("psum_end", region["psum"])))
-        for w in hazard:
-            self._add(Engine.CONFIG, Op.NOP, wait=w,
-                      note=f"block {block.gidx}: psum region {run.region} read before")
-        recv_wait = (Engine.CONFIG, self._count(Engine.CONFIG)) if hazard else None
+        # A job's first run writes over an older job's psums: each block waits for the STOREs of
+        # the words it writes (those of the block in the same place one run earlier, long done).
+        # The PSUM reads of those words come first (their values went into what was stored).
+        recv_wait = None
+        if run is run.job.runs[0]:
+            stored = self.region_store[run.region]
+            need = max(int(stored[seg.word:seg.word + _ceil(seg.count, self.V32)].max())
+                       for seg in block.segments)
+            if need > self.config_waited:
+                self.config_waited = need
+                self._add(Engine.CONFIG, Op.NOP, wait=(Engine.STORE, need),
+                          note=f"block {block.gidx}: psums stored from region {run.region}")
+                recv_wait = (Engine.CONFIG, self._count(Engine.CONFIG))
         pending_wait = None
         if block.gidx >= 2:
             pending_wait = (Engine.RECV, self.seg_after[block.gidx - 2])
@@ -1006,8 +1011,6 @@ class _Compiler:
                           wait=wait if k == 0 else None,
                           note=f"pass {info.gidx}: psums of unit {unit} sub-block {ot} to PE "
                                f"{pe}")
-            if src is not None:
-                self.region_state[src]["psum"] = info.gidx
         self.markers["psum_end", info.gidx] = self._count(Engine.PSUM)
         if run.step.index == 0:
             self.markers["bias_end", job.gidx] = self._count(Engine.PSUM)
@@ -1021,7 +1024,9 @@ class _Compiler:
                    "flags": int(self.out_fp16) | int(self.relu) << 1},
                   wait=(Engine.RECV, self.seg_after[block.gidx]), dram=True,
                   note=f"block {block.gidx}: outputs of job {run.job.gidx}")
-        self.region_state[run.region]["store"] = self._count(Engine.STORE)
+        lo = store["word0"]
+        self.region_store[run.region][lo:lo + _ceil(store["count"], self.V32)] = \
+            self._count(Engine.STORE)
 
     def _noc_writes(self, nm, tables):
         """Return the NoC writes ``(op, net, row, col, value)`` that change the current tables
@@ -1067,7 +1072,9 @@ class _Compiler:
         self.noc_tables = None
         self.noc_epoch = 0
         self.epoch_seen = {e: 0 for e in _SEND_ENGINES}
-        self.region_state = [{"store": 0, "psum": None} for _ in range(self.n_psum)]
+        self.region_store = [np.zeros(self.glb["psum0"][1], np.int64)
+                             for _ in range(self.n_psum)]
+        self.config_waited = 0      # the STORE count CONFIG has waited for
         self.zero_load = None
         self.ring_pos = 0
         self.ring_last = np.full(self.glb.get("filter_ring", (0, 0))[1], -1, np.int64)

@@ -35,8 +35,9 @@ in one order that their waits, fences and the hardware's hand-shakes allow, pack
 A deadlock (no engine, PE or network can move while commands or primitives are left) raises
 :class:`ModelError` with ``WATCHDOG`` and what each engine, sender and PE waits for. Given a
 ``seed``, engines and PEs are interleaved pseudo-randomly and some of them (and some PEs' GON
-packets) are *slow*: they move only when nothing else can. A wait that a program leaves out
-then shows as wrong data or a deadlock in some schedules; run several seeds.
+packets) are *slow*: they move only when nothing else can, one of them only when no other can.
+A wait that a program leaves out then shows as wrong data or a deadlock in some schedules; run
+several seeds.
 
 The model is stricter than the hardware in places (a packet waits unless every target's
 running primitive takes it, rows are read when they start), so a program that runs here has no
@@ -313,10 +314,16 @@ class _Machine:
                 slow.append(lambda: self._pes(lazy))
             if self.gon_lazy:
                 slow.append(self._gon)
+            # One slow actor moves only when no other can, so that it lags as far as the
+            # program lets it.
+            stubborn = rng.choice(slow) if slow else None
         while True:
             if self.rng is not None:
                 self.rng.shuffle(fast)
                 self.rng.shuffle(slow)
+                if stubborn is not None:
+                    slow.remove(stubborn)
+                    slow.append(stubborn)
             progress = False
             for actor in fast:
                 progress |= bool(actor())

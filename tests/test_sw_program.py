@@ -438,3 +438,34 @@ def test_rows_in_one_command():
         expanded = [row for w in words[e] for row in _rows(decode_command(w))]
         single = [decode_command(c.word(BASE, prog._resolve)) for c in prog._cmds[e]]
         assert expanded == single, e.name
+
+
+def test_outputs_stored_while_the_next_job_computes():
+    """A job's first run writes over the outputs of the job before in its psum region block by
+    block, each block after the STORE of the words it writes only, so that the stores overlap
+    computing. Exact in every schedule; without that wait some schedule overwrites outputs
+    before they are stored."""
+    lay = Conv2d("s", 1, 4, 8, 8, 8, 3, 3, padding=1)
+    prog, _ = check(lay, TINY, make_mapping(lay, TINY, p=2, q=1), seeds=(None, 1, 2, 3))
+    assert prog.glb["psum0"][1] < 4 * 2 * 8 * 8    # 4 jobs (filter blocks) in 2 regions
+    nops = [k for k, c in enumerate(prog._cmds[Engine.CONFIG])
+            if c.op is Op.NOP and c.wait[0] is Engine.STORE]
+    # A job stores its 2 passes' outputs one by one; each block of the job 2 later in the
+    # region waits for one of them.
+    assert len(prog._cmds[Engine.STORE]) == 8
+    assert [prog._cmds[Engine.CONFIG][k].wait[1] for k in nops] == [1, 2, 3, 4]
+
+    x, w, b = random_data(lay, np.random.default_rng(0))
+    image = prog.image(x, w, b, base=BASE)
+    ref = run_layer(lay, prog.mapping, x, w, b, out="fp16")
+
+    def nowait(cmd):
+        cmd["wait_engine"], cmd["wait_count"] = Engine.NONE, 0
+    bad = image
+    for k in nops:
+        bad = _patch(prog, bad, Engine.CONFIG, k, nowait)
+    wrong = 0
+    for seed in range(64):
+        out = prog.output(run(TINY, bad, BASE, origin=BASE, seed=seed).memory, BASE, origin=BASE)
+        wrong += not np.array_equal(out.view(np.uint16), ref.view(np.uint16))
+    assert wrong
