@@ -708,6 +708,19 @@ def _ifmap_need(m_like, B):
     return 2 * need     # the current pass and the next
 
 
+def _ifmap_buffers(m):
+    """The passes whose ifmap rows the compiler (:mod:`rsaccel.sw.program`) buffers: 2 to 8, as
+    many as the GLB holds beside the psums and two runs' filters."""
+    cfg, lay = m.config, m.layer
+    nf = min(m.p * m.t, lay.Mg)
+    psum = m.psum_buffers * (_max_tile(m, m.tile_units) * nf * _ceil(lay.F, m.out_strips) * 4
+                             + _bias_bytes(m))
+    filters = 2 * max(nf * nc * m.row_chunks[k].height * sw * 2
+                      for _, _, _, k, _, sw, _, _, nc, _ in _geometry(m))
+    free = cfg.glb_bytes - psum - min(filters, cfg.glb_bytes - psum)
+    return max(2, min(8, int(free // (_ifmap_need(m, m.tile_units) / 2))))
+
+
 def _window(lay, cols, s0=0, sw=None):
     """Input columns inside the image that output columns ``cols`` use with filter columns
     ``s0`` to ``s0 + sw - 1`` (all of them by default)."""

@@ -45,7 +45,7 @@ then the seven lists; every area 64-byte aligned, every row word aligned:
   FP32, padding values included); :meth:`Program.output` reorders them into ``(N, M, E, F)``.
 
 GLB (:attr:`Program.glb`): one or two psum regions (a job takes the one its predecessor did not
-end in), the bias rows of one or two jobs, the ifmap rows of one or two passes, a row of zeros,
+end in), the bias rows of one or two jobs, the ifmap rows of one to eight passes, a row of zeros,
 and the filters: two runs' or one run's at the top (the filter store), or, when one run's do
 not fit, a ring that rows stream through (each loaded on its own). Double buffers are used when
 they fit, so that loads overlap computing. Ifmaps are fetched per pass (the mapper's bank split
@@ -111,6 +111,7 @@ ENGINES = tuple(e for e in Engine if e is not Engine.NONE)
 
 _ALIGN = 64
 _SEND_ENGINES = (Engine.FILTER, Engine.IFMAP, Engine.PSUM)
+_IFMAP_BUFFERS = 8          # at most, where the GLB has room
 
 
 def _ceil(a, b):
@@ -652,12 +653,14 @@ class _Compiler:
                              f"{self.zero_words} zero, {2 * row} for two filter rows), more "
                              f"than the GLB's {capacity} ({cfg.glb_banks} banks of "
                              f"{cfg.glb_bank_depth} + {cfg.glb_filter_depth} filter words)")
-        # Second buffers where they fit, psums first when the mapping planned for two.
-        order = ("ifmap", "filter", "filter", "psum", "bias")
+        # Second buffers where they fit, psums first when the mapping planned for two; then more
+        # ifmap buffers, so that loads run further ahead of the passes (a run's filters, loaded
+        # at once, and the stores leave the passes' loads behind for a while).
+        order = ("ifmap", "filter", "filter", "psum", "bias") + ("ifmap",) * _IFMAP_BUFFERS
         if self.m.psum_buffers == 2:
             order = ("psum",) + order
         for k in order:
-            if counts[k] >= 2 or not sizes[k]:
+            if counts[k] >= (_IFMAP_BUFFERS if k == "ifmap" else 2) or not sizes[k]:
                 continue
             counts[k] += 1
             if total() > capacity:

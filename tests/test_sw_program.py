@@ -229,9 +229,9 @@ def test_check_rules():
     lay = Conv2d("rules", 1, 2, 3, 9, 6, 3, 3)
     prog = compile_layer(TINY, map_layer(lay, TINY), has_bias=True)
     prog.check_rules()
-    load = next(c for c in prog._cmds[Engine.LOAD] if c.wait and c.wait[0] is Engine.IFMAP)
-    load.wait = (Engine.IFMAP, len(prog._cmds[Engine.IFMAP]) + 1)   # white box: break it
-    with pytest.raises(ValueError, match=r"LOAD\[\d+\] waits for IFMAP >= \d+ of \d+"):
+    send = next(c for c in prog._cmds[Engine.IFMAP] if c.wait and c.wait[0] is Engine.LOAD)
+    send.wait = (Engine.LOAD, len(prog._cmds[Engine.LOAD]) + 1)   # white box: break it
+    with pytest.raises(ValueError, match=r"IFMAP\[\d+\] waits for LOAD >= \d+ of \d+"):
         prog.check_rules()
 
 
@@ -298,7 +298,7 @@ def _first(prog, engine, pred):
 
 @pytest.fixture(scope="module")
 def compiled():
-    lay = Conv2d("m", 2, 2, 3, 7, 7, 3, 3, padding=1)
+    lay = Conv2d("m", 2, 2, 3, 12, 7, 3, 3, padding=1)     # more passes than ifmap buffers
     prog = compile_layer(TINY, map_layer(lay, TINY), relu=True, has_bias=True)
     image, data = _image(prog, lay)
     return lay, prog, image, data
