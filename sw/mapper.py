@@ -101,10 +101,12 @@ preset, within about 5% of the RTL's cycles). Per run:
   A change costs its configuration words (all of them at the start, those that differ later)
   times the cycles to fetch a command (``128 / axi_data_bits`` beats plus
   ``CostModel.fetch_overhead / 8``), and the chain drains and refills around it.
-* DRAM at ``CostModel.dram_bytes_per_cycle`` (default ``axi_data_bits / 8``), double-buffered
-  behind the array: the layer takes ``max(array cycles, DRAM cycles)`` plus the unhidden DRAM
-  time of the first run's inputs and the last tile's outputs (``CostModel.dram_overlap=False``:
-  the sum instead). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
+* DRAM at ``CostModel.dram_bytes_per_cycle`` (default ``axi_data_bits / 8``), buffered behind
+  the array (two runs' filters, two to eight passes' ifmaps, outputs stored while the next job
+  computes): the layer takes the 6-norm of the array and DRAM cycles (as measured on the
+  eyeriss RTL: 1.08-1.12x the larger when they are within 5%) plus the unhidden DRAM time of
+  the first run's inputs and the last tile's outputs (``CostModel.dram_overlap=False``: the
+  sum instead). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
   their window with the padding columns, each channel set's from a word boundary, and the
   command lists (16 bytes a command; estimated from the rows, chains and passes, within a few
   percent on the AlexNet layers).
@@ -708,19 +710,6 @@ def _ifmap_need(m_like, B):
     return 2 * need     # the current pass and the next
 
 
-def _ifmap_buffers(m):
-    """The passes whose ifmap rows the compiler (:mod:`rsaccel.sw.program`) buffers: 2 to 8, as
-    many as the GLB holds beside the psums and two runs' filters."""
-    cfg, lay = m.config, m.layer
-    nf = min(m.p * m.t, lay.Mg)
-    psum = m.psum_buffers * (_max_tile(m, m.tile_units) * nf * _ceil(lay.F, m.out_strips) * 4
-                             + _bias_bytes(m))
-    filters = 2 * max(nf * nc * m.row_chunks[k].height * sw * 2
-                      for _, _, _, k, _, sw, _, _, nc, _ in _geometry(m))
-    free = cfg.glb_bytes - psum - min(filters, cfg.glb_bytes - psum)
-    return max(2, min(8, int(free // (_ifmap_need(m, m.tile_units) / 2))))
-
-
 def _window(lay, cols, s0=0, sw=None):
     """Input columns inside the image that output columns ``cols`` use with filter columns
     ``s0`` to ``s0 + sw - 1`` (all of them by default)."""
@@ -1192,8 +1181,8 @@ def _evaluate(m, model):
     array += store_wait
     if model.dram_overlap:
         # Loads and computing overlap, but not perfectly when both need about the same time:
-        # on the RTL (eyeriss, alexnet.conv5 at batch 4, whole and with 128 channels) array
-        # and DRAM within 3% of each other took 1.12-1.13x the larger; a 6-norm has that.
+        # on the RTL (eyeriss, batch 4) array and DRAM within 5% of each other took 1.12-1.13x
+        # the larger with two ifmap buffers (alexnet.conv5), 1.08x with seven (conv4).
         cycles = (array ** 6 + dram_cycles ** 6) ** (1 / 6) + exposed
     else:
         cycles = array + dram_cycles
