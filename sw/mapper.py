@@ -89,7 +89,9 @@ preset, within about 5% of the RTL's cycles). Per run:
 * Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
   chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values early by half the
   columns its ifmap ring holds beyond the window (``(depth // q - S) / U``, calibrated on the
-  RTL); what remains of the lag is idle time between passes.
+  RTL); what remains of the lag is idle time between passes. A mapping that sends ifmap rows
+  per filter row (``Mapping.diagonal`` False) has no pass gap: each PE row's rows wait only
+  for its own, at up to ``h`` times the ifmap GIN traffic and GLB reads and more commands.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
@@ -258,15 +260,28 @@ def _tile_passes(NE, E, B, pack, u_cap):
     return tuple(out)
 
 
-_Stats = namedtuple("_Stats", "passes sent_rows valid_rows max_units sum_max_units max_run "
-                              "max_runs max_valid_rows changes patterns orders units "
+_Stats = namedtuple("_Stats", "passes sent_rows valid_rows read_rows max_units sum_max_units "
+                              "max_run max_runs max_valid_rows changes patterns orders units "
                               "repeats row_groups")
 
 
+def _row_groups(y0, length, U, i0, h, pad, H):
+    """IFMAP commands of ``length`` units' rows with filter rows ``i0..i0+h-1`` (rows stepping
+    evenly go in one, sw.program.row_groups): padding rows above, rows inside, padding rows
+    below; a row block per output row when the stride exceeds the filter rows."""
+    if U > h:
+        return length
+    lo = y0 * U + i0
+    hi = (y0 + length - 1) * U + i0 + h
+    return int(lo < pad) + int(_overlap(lo, hi, pad, pad + H) > 0) + int(hi > pad + H)
+
+
 @functools.lru_cache(maxsize=1 << 14)
-def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
-    """Totals over all the passes of one run per tile (a group's units, passes of ``u_cap``)."""
-    passes = sent = valid = max_units = sum_max_units = max_run = max_runs = max_valid = 0
+def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h, diagonal=True):
+    """Totals over all the passes of one run per tile (a group's units, passes of ``u_cap``).
+    ``sent_rows``: ifmap rows sent (per filter row when not ``diagonal``); ``valid_rows``: the
+    distinct ones inside the image (loaded); ``read_rows``: the sent ones inside the image."""
+    passes = sent = valid = read = max_units = sum_max_units = max_run = max_runs = max_valid = 0
     groups = 0
     changes = 0
     patterns = set()
@@ -280,14 +295,17 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
             pass_valid = 0
             for _, y0, length in runs:
                 s, v = _run_rows(y0, length, U, i0, h, pad, H)
-                sent += s
                 pass_valid += v
-                # IFMAP commands of a run and channel set (rows stepping evenly go in one,
-                # sw.program.row_groups): padding rows above, rows inside, padding rows below;
-                # a row block per output row when the stride exceeds the filter rows.
-                lo = y0 * U + i0
-                groups += (int(lo < pad) + int(v > 0) + int(lo + s > pad + H)) if U <= h \
-                    else length
+                if diagonal:
+                    sent += s
+                    read += v
+                    groups += _row_groups(y0, length, U, i0, h, pad, H)
+                    continue
+                # Per filter row: each row's PEs their own rows, evenly U apart.
+                sent += length * h
+                for i in range(i0, i0 + h):
+                    read += _run_rows(y0, length, U, i, 1, pad, H)[1]
+                    groups += _row_groups(y0, length, U, i, 1, pad, H)
             valid += pass_valid
             max_valid = max(max_valid, pass_valid)
             max_run = max(max_run, max(seq[-1]))
@@ -306,7 +324,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h):
         # one pass: the first group, or the last one, every other run): the units of that pass.
         repeats.append(tuple(len(tile[seq.index(pat)]) if seq.count(pat) == 1 else 0
                              for pat in (order[0], order[-1])))
-    return _Stats(passes, sent, valid, max_units, sum_max_units, max_run, max_runs, max_valid,
+    return _Stats(passes, sent, valid, read, max_units, sum_max_units, max_run, max_runs, max_valid,
                   changes, frozenset(patterns), tuple(orders), tuple(units_per_pass),
                   tuple(repeats), groups)
 
@@ -448,18 +466,18 @@ def _command_cycles(config, model):
 
 
 @functools.lru_cache(maxsize=1 << 10)
-def _words_changed(config, h, U, r, t, u_cap, a, b):
+def _words_changed(config, h, U, r, t, u_cap, a, b, diagonal=True):
     """NoC configuration words that differ between the placements of image-run patterns
     ``a`` and ``b`` (what the compiler writes to go from one to the other)."""
     maps = [noc_map(config, *_place(config, h, U, r, t,
                                    tuple((n, 0, length) for n, length in enumerate(pattern)),
-                                   u_cap))
+                                   u_cap, diagonal))
             for pattern in (a, b)]
     return sum(x != y for x, y in zip(maps[0].writes()[1:], maps[1].writes()[1:]))
 
 
 @functools.lru_cache(maxsize=1 << 12)
-def _place(config, h, U, r, t, runs, stride):
+def _place(config, h, U, r, t, runs, stride, diagonal=True):
     sets, segments = [], []
     D, cols = r * h, config.cols
     u = stride
@@ -467,7 +485,8 @@ def _place(config, h, U, r, t, runs, stride):
         offset = 0
         for n, _, length in runs:
             base = len(sets)
-            sets += [RSSet(h, length, U, out=ot, chan=cr, image=n) for cr in range(r)]
+            sets += [RSSet(h, length, U, out=ot, chan=cr, image=n, diagonal=diagonal)
+                     for cr in range(r)]
             j = 0
             while j < length:
                 band, col = divmod(ot * u + offset + j, cols)
@@ -491,7 +510,10 @@ class Mapping:
     output-column strips (balanced) each row is cut into; ``glb_ifmap_banks`` (the ifmaps of
     the current and the next pass, fetched per pass) and ``glb_psum_banks`` the GLB split;
     ``psum_buffers``: 2 when the psum banks hold two tiles' psums, so that a job computes while
-    the one before is stored (1: the next job waits for the store). Construction checks every
+    the one before is stored (1: the next job waits for the store); ``diagonal``: an ifmap
+    row goes to its diagonal of PEs in one transfer, as in Eyeriss (False: to each filter
+    row's PEs on their own, at up to ``h`` times the ifmap traffic, so that the bottom of a
+    chain starts its next pass while the top finishes this one). Construction checks every
     limit and raises ValueError naming the one exceeded; use :func:`make_mapping` to fill in
     the chunks, tiles and GLB split.
     """
@@ -508,6 +530,7 @@ class Mapping:
     glb_ifmap_banks: int
     glb_psum_banks: int
     psum_buffers: int = 1
+    diagonal: bool = True
 
     def __post_init__(self):
         _check_mapping(self)
@@ -527,7 +550,7 @@ class Mapping:
     def _stats(self, u_cap, i0, h):
         lay = self.layer
         return _pass_stats(lay.E, lay.U, lay.padding, lay.H, lay.N * lay.E, self.tile_units,
-                           self.pack, u_cap, i0, h)
+                           self.pack, u_cap, i0, h, self.diagonal)
 
     @property
     def strips(self):
@@ -611,7 +634,7 @@ class Mapping:
         sub-block, then image run, then channel set (bottom to top)."""
         h, r, t = len(pass_.step.rows), len(pass_.step.channel_sets), len(pass_.filter_sets)
         return _place(self.config, h, self.layer.U, r, t, pass_.runs,
-                      self.units_per_pass(h, r, t))
+                      self.units_per_pass(h, r, t), self.diagonal)
 
     @property
     def placement(self):
@@ -631,7 +654,7 @@ class Mapping:
         out = []
         for h, r, t, pattern, u_cap in sorted(shapes):
             runs = tuple((n, 0, length) for n, length in enumerate(pattern))
-            out.append(_place(self.config, h, lay.U, r, t, runs, u_cap))
+            out.append(_place(self.config, h, lay.U, r, t, runs, u_cap, self.diagonal))
         return out
 
     def check_noc(self):
@@ -746,6 +769,8 @@ def _check_mapping(m):
         _positive_int(name, getattr(m, name))
     if m.psum_buffers not in (1, 2):
         raise ValueError(f"psum_buffers must be 1 or 2, not {m.psum_buffers!r}")
+    if not isinstance(m.diagonal, bool):
+        raise TypeError(f"diagonal must be a bool, not {m.diagonal!r}")
     if m.p > lay.Mg:
         raise ValueError(f"p = {m.p} exceeds the {lay.Mg} filters of a group")
     if m.q > lay.Cg:
@@ -899,15 +924,15 @@ def _row_chunks(R, rows, heights, r):
 
 
 def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, tile_units=None,
-                 pack="image", out_strips=None, psum_buffers=1):
+                 pack="image", out_strips=None, psum_buffers=1, diagonal=True):
     """Return the :class:`Mapping` with these numbers, filling in the rest.
 
     ``rows``: the row-chunk heights (a sequence summing to ``R``), or the largest height (an
     int: balanced chunks), or None (balanced chunks of at most the array's rows). ``r``: one
     value, or one per row chunk. ``col_width``: the largest column-chunk width (None: as wide as
     the scratchpads allow). ``tile_units``: None for the largest tiles that fit the GLB.
-    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`); ``psum_buffers`` (1 or 2) as
-    there. ``out_strips``: None for the fewest
+    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`); ``psum_buffers`` (1 or 2) and
+    ``diagonal`` as there. ``out_strips``: None for the fewest
     (the smallest power-of-two multiple of ``ceil(F / 4095)``) with which the GLB holds a tile.
     Raises ValueError naming the limit a mapping exceeds.
     """
@@ -936,7 +961,8 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
     if p > layer.Mg or q > layer.Cg or any(c.r * c.height > config.rows for c in row_chunks):
         # Let the Mapping's own checks say what is wrong.
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units or 1, pack,
-                       out_strips or least, 1, max(1, config.glb_banks - 1), psum_buffers)
+                       out_strips or least, 1, max(1, config.glb_banks - 1), psum_buffers,
+                       diagonal)
     options = [out_strips] if out_strips is not None else \
         [least << k for k in range(layer.F.bit_length()) if least << k < layer.F] + [layer.F]
     for strips in options:
@@ -948,7 +974,7 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
                 raise
             continue
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units, pack, strips,
-                       ifmap_banks, psum_banks, psum_buffers)
+                       ifmap_banks, psum_banks, psum_buffers, diagonal)
 
 
 # The cost model
@@ -1040,7 +1066,7 @@ def _evaluate(m, model):
             wp = (fs - 1) * U + sw
             vcols = _window(lay, cols, s0, sw)
             ifmap_sent = st.sent_rows * nc * wp
-            ifmap_valid = st.valid_rows * nc * vcols
+            ifmap_read = st.read_rows * nc * vcols
             outs = NE * nf * fs
             psin = outs if (not first or lay.bias) else 0
             # A pass's ifmap row goes out once the one before with its tags is sent, to the PEs
@@ -1048,8 +1074,9 @@ def _evaluate(m, model):
             # of a chain (a diagonal, lag apart). Each takes the next pass's first columns
             # into the ring entries its last window leaves free, so the top one holds back the
             # others by the stagger less (as calibrated on the RTL) half those spare columns.
+            # Rows sent per filter row (not diagonal) do not hold each other back.
             spare = (cfg.ifmap_spad_depth // q_eff - sw) / U
-            gap = max(0.0, (min(h, u_cap) - 1) * lag - spare / 2 * per_x)
+            gap = max(0.0, (min(h, u_cap) - 1) * lag - spare / 2 * per_x) if m.diagonal else 0
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output
             # column every chain-bottom PE takes p initial psums and every chain top emits p
@@ -1078,7 +1105,7 @@ def _evaluate(m, model):
                        "GON": outs / Vg, "filter GIN": tiles * fvals / f_rate}
             which = max(streams, key=streams.get)
             fills = {"reconfig": st.changes, "run": tiles, "pass": st.passes}[model.fill]
-            changed = sum(_words_changed(cfg, h, U, r_eff, t_eff, u_cap, a, b)
+            changed = sum(_words_changed(cfg, h, U, r_eff, t_eff, u_cap, a, b, m.diagonal)
                           for order in st.orders for a, b in itertools.pairwise(order))
             run_reconf = cmd * changed if model.reconfig_cycles is None else st.changes * reconf
             # After a drain the first column's psums cannot come ahead either.
@@ -1121,7 +1148,7 @@ def _evaluate(m, model):
             loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
             dram["ifmap"] += loaded * count
             glb_w["ifmap"] += loaded // 2 * count
-            glb_r["ifmap"] += ifmap_valid * count
+            glb_r["ifmap"] += ifmap_read * count
             glb_r["psum"] += psin * count
             glb_w["psum"] += outs * count
             noc["filter"] += noc_f * count
@@ -1311,9 +1338,11 @@ def _candidates(lay, cfg):
         p_max = min(cfg.psum_spad_depth, cfg.filter_spad_depth // (q * sw), lay.Mg)
         slots = min((cfg.rows // (r * h)) * cfg.cols for h, r in zip(plan, rs))
         for t, p in _tp_options(lay, cfg, slots, p_max):
-            for pack, strips, buffers in itertools.product(PACKINGS, strip_options, (1, 2)):
+            for pack, strips, buffers, diagonal in itertools.product(
+                    PACKINGS, strip_options, (1, 2), (True, False) if max(plan) > 1 else (True,)):
                 yield {"p": p, "q": q, "t": t, "rows": plan, "r": rs, "col_width": sw,
-                       "pack": pack, "out_strips": strips, "psum_buffers": buffers}
+                       "pack": pack, "out_strips": strips, "psum_buffers": buffers,
+                       "diagonal": diagonal}
 
 
 OBJECTIVES = ("cycles", "energy", "dram")
@@ -1414,7 +1443,8 @@ def format_mapping(mapping, prediction=None):
         "  filter cols: " + ", ".join(f"{s0}..{s0 + w - 1}" for s0, w in m.col_chunks),
         (f"  tiles per group: {len(m.tiles)} (at most {m.tile_units} output rows, "
          f"{m.pack}-packed); GLB banks: {m.glb_ifmap_banks} ifmap, {m.glb_psum_banks} psum"
-         + (" (two tiles' psums)" if m.psum_buffers == 2 else "")),
+         + (" (two tiles' psums)" if m.psum_buffers == 2 else "")
+         + ("" if m.diagonal else "; ifmap rows sent per filter row")),
         (f"  passes: {pred['passes']} in {pred['runs']} runs; reduction steps per output: "
          f"{steps}"),
         "  first pass (rows top to bottom, one symbol per set):",

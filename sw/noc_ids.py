@@ -14,7 +14,9 @@ share a row ID, so rows are grouped (a class per group, its index the row ID) an
 group are numbered (their column IDs). A packet tagged ``(row ID, column ID)`` then reaches
 exactly the PEs that need the key, in one transfer: a filter row goes along its physical row (and
 to the same row of every set that shares the filter), an ifmap row along a diagonal of every
-set that shares the ifmap.
+set that shares the ifmap. A set that is not ``diagonal`` gives each filter row's PEs their own
+copy of an ifmap row (the key includes the filter row): the rows of a diagonal, which run
+staggered along the psum chain, then never wait for each other in the sender.
 
 Sets share data by their identities: the filter of a set is ``(out, chan)``, its ifmap
 ``(image, chan)`` and its outputs ``(image, out)``. A segment can take its psums from the
@@ -47,19 +49,24 @@ NETWORKS = ("filter", "ifmap", "psum")
 class RSSet:
     """A logical Row-Stationary PE set: ``height`` (R) filter rows by ``width`` (e) ofmap rows
     with stride ``stride`` (U); ``out``, ``chan`` and ``image`` say which data it shares with
-    other sets (filters ``(out, chan)``, ifmaps ``(image, chan)``, outputs ``(image, out)``)."""
+    other sets (filters ``(out, chan)``, ifmaps ``(image, chan)``, outputs ``(image, out)``);
+    ``diagonal``: an ifmap row goes to its whole diagonal in one transfer (else to one filter
+    row's PEs at a time)."""
     height: int
     width: int
     stride: int = 1
     out: int = 0
     chan: int = 0
     image: int = 0
+    diagonal: bool = True
 
     def __post_init__(self):
         for name in ("height", "width", "stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"set {name} must be a positive integer, not {value!r}")
+        if not isinstance(self.diagonal, bool):
+            raise TypeError(f"set diagonal must be a bool, not {self.diagonal!r}")
 
     def ifmap_row(self, i, j):
         """Return the ifmap row of PE ``(i, j)``."""
@@ -210,16 +217,21 @@ class NocMap:
             raise ValueError(f"set {set_index} has filter rows 0 to {s.height - 1}, not {i!r}")
         return self._tags["filter"][_filter_key(s, i)]
 
-    def ifmap_tag(self, set_index, h):
+    def ifmap_tag(self, set_index, h, i=None):
         """Return the tag of ifmap row ``h`` of set ``set_index``: it reaches the diagonal of
-        PEs ``(i, j)`` with ``j * U + i == h`` of the set and of every set sharing its ifmap.
-        Raises ValueError for a row that no PE uses (stride above the filter height)."""
+        PEs ``(i, j)`` with ``j * U + i == h`` of the set and of every set sharing its ifmap
+        (of a set that is not ``diagonal``: the PE of filter row ``i`` on it, which ``i``
+        names). Raises ValueError for a row that no PE uses (stride above the filter height)."""
         s = self._set(set_index)
-        key = _ifmap_key(s, h)
         if h not in s.ifmap_rows:
             raise ValueError(f"ifmap row {h!r} is used by no PE of set {set_index} (rows "
                              f"{s.ifmap_rows[0]} to {s.ifmap_rows[-1]}, stride {s.stride})")
-        return self._tags["ifmap"][key]
+        uses = isinstance(i, int) and 0 <= i < s.height and 0 <= h - i < s.width * s.stride \
+            and (h - i) % s.stride == 0
+        if not s.diagonal and not uses:
+            raise ValueError(f"set {set_index} sends ifmap rows per filter row: ifmap row {h} "
+                             f"needs a filter row i of a PE that uses it, not {i!r}")
+        return self._tags["ifmap"][_ifmap_key(s, h, i)]
 
     def psum_tag(self, set_index, j):
         """Return the tag that injects psums into column ``j`` of set ``set_index`` (its filter
@@ -289,8 +301,8 @@ def _filter_key(s, i):
     return (s.out, s.chan, i)
 
 
-def _ifmap_key(s, h):
-    return (s.image, s.chan, h)
+def _ifmap_key(s, h, i):
+    return (s.image, s.chan, h) if s.diagonal else (s.image, s.chan, h, i)
 
 
 def _psum_key(set_index, j):
@@ -374,7 +386,7 @@ def noc_map(config, sets, segments):
     for p in placed:
         for r, c, i, j in p.pes():
             keys["filter"][r][c] = _filter_key(p.s, i)
-            keys["ifmap"][r][c] = _ifmap_key(p.s, p.s.ifmap_row(i, j))
+            keys["ifmap"][r][c] = _ifmap_key(p.s, p.s.ifmap_row(i, j), i)
             from_gin = i == 0 and not p.chain
             if from_gin:
                 keys["psum"][r][c] = _psum_key(p.set_index, j)

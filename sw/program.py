@@ -56,7 +56,9 @@ Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands
 1. A pass's ``IFMAP`` rows, and its ``PSUM`` rows (one per chain-bottom PE), are back to back in
    their lists, without fences: a row of the next pass waits in the sender only for the row
    with its tags (the same PEs), so the chain bottoms start the next pass while the tops
-   finish this one. ``FILTER`` rows go bottom to top of the chains, the rows of one height
+   finish this one. (An ifmap row multicast along a diagonal reaches PEs of several chain
+   heights: the next pass's row waits for the highest. A mapping that is not ``diagonal``
+   sends rows per filter row, the bottom ones first.) ``FILTER`` rows go bottom to top of the chains, the rows of one height
    (all filter sub-blocks, interleaved by the sender) after a fence (every row, when
    streamed). Senders complete rows in order, so every count waited for is exact.
 2. Readers wait on the writers of their data: ``IFMAP``/``FILTER`` rows and bias ``PSUM`` rows
@@ -326,7 +328,8 @@ class _PassInfo:
     roles: dict             # pe -> _Role
     shapes: dict            # pe -> (S, U, p, q, F, use_psum_in)
     sources: dict           # GON source pe -> (unit, ot)
-    ifmap: list             # [((n, cr, padded row), tag)]
+    ifmap: list             # [((n, cr, padded row), tag)] in send order
+    rows: list              # [(n, cr, padded row)] the rows sent, ascending
     psum: list              # [(chain-bottom pe, tag, (unit, ot))]
     filter_tags: dict       # (ot, cr, i) -> tag
     filter_pes: dict        # (ot, cr, i) -> [pe]
@@ -460,7 +463,7 @@ class _Compiler:
                     bottom = i == 0 and not seg.chain
                     h = s.ifmap_row(i, j)
                     pes.append((nm.pe(seg.set, i, j), seg.set, ot, cr, run, i, j, bottom, h,
-                                nm.ifmap_tag(seg.set, h), nm.filter_tag(seg.set, i),
+                                nm.ifmap_tag(seg.set, h, i), nm.filter_tag(seg.set, i),
                                 nm.psum_tag(seg.set, j) if bottom else None,
                                 nm.gon_source(seg.set, j) if cr == 0 and i == 0 else None))
         roles = {pe[0]: _Role(*pe[1:8]) for pe in pes}
@@ -476,11 +479,15 @@ class _Compiler:
         S, F = len(step.cols), len(ps.out_cols)
         shapes, sources = {}, {}
         ifmap, filter_tags, filter_pes, psum = {}, {}, {}, []
+        s_diag = nm.sets[0].diagonal
         for pe, _, ot, cr, run, i, j, bottom, h, itag, ftag, ptag, src in template:
             n, y0, _ = ps.runs[run]
             shapes[pe] = (S, lay.U, len(ps.filter_sets[ot]), len(step.channel_sets[cr]), F,
                           bool(not bottom or first_psum))
-            ifmap.setdefault((n, cr, y0 * lay.U + step.rows.start + h), itag)
+            # Rows per filter row (sets that are not diagonal), the bottom ones first, so that
+            # the next pass's rows for the bottom of the chains are not held back behind those
+            # for the top, which finish later.
+            ifmap.setdefault((n, cr, 0 if s_diag else i, y0 * lay.U + step.rows.start + h), itag)
             filter_tags.setdefault((ot, cr, i), ftag)
             filter_pes.setdefault((ot, cr, i), []).append(pe)
             unit = n * lay.E + y0 + j
@@ -488,8 +495,10 @@ class _Compiler:
                 psum.append((pe, ptag, (unit, ot)))
             if src is not None:
                 sources[src] = (unit, ot)
-        return _PassInfo(ps, gidx, nm, tables, roles, shapes, sources, sorted(ifmap.items()),
-                         sorted(psum), filter_tags, filter_pes, sig=sig)
+        sends = [((n, cr, y), tag) for (n, cr, _, y), tag in sorted(ifmap.items())]
+        return _PassInfo(ps, gidx, nm, tables, roles, shapes, sources, sends,
+                         sorted({row for row, _ in sends}), sorted(psum), filter_tags, filter_pes,
+                         sig=sig)
 
     def _structure(self):
         jobs, runs, passes = [], [], []
@@ -592,7 +601,7 @@ class _Compiler:
             W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
             words = 0
             info.row_words = {}
-            for (n, cr, y), _ in info.ifmap:
+            for n, cr, y in info.rows:
                 rw = _ceil(W * len(ps.step.channel_sets[cr]), V16)
                 info.row_words[n, cr, y] = rw
                 if lay.padding <= y < lay.padding + lay.H:
@@ -711,7 +720,7 @@ class _Compiler:
             ps = info.ps
             W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
             x0 = ps.out_cols.start * lay.U + ps.step.cols.start
-            for (n, cr, _), _tag in info.ifmap:
+            for n, cr, _ in info.rows:
                 cset = ps.step.channel_sets[cr]
                 key = (ps.group, n, cset.start, len(cset), x0, W)
                 if key not in blocks:
@@ -816,7 +825,7 @@ class _Compiler:
         first = True
         pending = None          # [dram addr, glb addr, words, next (n, cr, y)]
         loads = []
-        for (n, cr, y), _tag in info.ifmap:
+        for n, cr, y in info.rows:
             rw = info.row_words[n, cr, y]
             if not lay.padding <= y < lay.padding + lay.H:
                 info.row_addr[n, cr, y] = self.glb["zero"][0]

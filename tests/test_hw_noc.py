@@ -1,6 +1,7 @@
 """Tests of hw/noc.py in Amaranth's simulator (GINs, GON, routes, PEArray with stand-in PEs) and
 of sw/noc_ids.py; the cocotb runs on the generated Verilog are in tests/test_sim_noc.py."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -637,12 +638,15 @@ EYERISS_ALEXNET = {
 }
 
 
+@pytest.mark.parametrize("diagonal", [True, False], ids=["diagonal", "per-row"])
 @pytest.mark.parametrize("layer", sorted(EYERISS_ALEXNET))
-def test_alexnet_maps_reach_exactly_the_right_pes(layer):
-    """Each tag reaches exactly the PEs that need its data; routes chain each set column."""
+def test_alexnet_maps_reach_exactly_the_right_pes(layer, diagonal):
+    """Each tag reaches exactly the PEs that need its data (an ifmap row: its diagonal, or
+    the PEs of one filter row on it); routes chain each set column."""
     config = preset("eyeriss")
     kwargs, active = EYERISS_ALEXNET[layer]
     sets, segments = rs_placement(config, **kwargs)
+    sets = [dataclasses.replace(s, diagonal=diagonal) for s in sets]
     nm = noc_map(config, sets, segments)
     idb = config.noc_id_bits
     pes = {}
@@ -658,10 +662,16 @@ def test_alexnet_maps_reach_exactly_the_right_pes(layer):
             assert destinations(nm.row_ids["filter"], nm.col_ids["filter"],
                                 nm.filter_tag(k, i), idb) == want
         for h in s.ifmap_rows:
-            want = {pe for pe, (k2, i2, j2) in pes.items()
-                    if sets[k2].ifmap_row(i2, j2) == h and sets[k2].chan == s.chan}
-            assert destinations(nm.row_ids["ifmap"], nm.col_ids["ifmap"],
-                                nm.ifmap_tag(k, h), idb) == want
+            for i in range(s.height) if not diagonal else (None,):
+                want = {pe for pe, (k2, i2, j2) in pes.items()
+                        if sets[k2].ifmap_row(i2, j2) == h and sets[k2].chan == s.chan
+                        and i in (None, i2)}
+                if want:
+                    assert destinations(nm.row_ids["ifmap"], nm.col_ids["ifmap"],
+                                        nm.ifmap_tag(k, h, i), idb) == want
+                else:
+                    with pytest.raises(ValueError, match="needs a filter row i of a PE"):
+                        nm.ifmap_tag(k, h, i)
         for j in range(s.width):
             chain = nm.chain(k, j)
             assert all(nm.routes[r][c] & ROUTE_TO_GON == 0 for r, c in chain[:-1])

@@ -161,3 +161,20 @@ def test_alexnet_conv5_geometry_runs_on_the_rtl(name, channels):
     result = run_layer(preset(name), lay, backend="verilator", seed=1)
     assert result["mismatches"] == 0 and result["outside_bound"] == 0
     assert result["stats"].cycles > 0 and result["stats"].counters["MAC_BUSY"] == lay.macs
+
+
+@pytest.mark.parametrize("diagonal", [True, False], ids=["diagonal", "per-row"])
+def test_ifmap_multicast_on_the_rtl(monkeypatch, diagonal):
+    # The same layer with ifmap rows multicast along diagonals and sent per filter row:
+    # both exact on the RTL, with several passes per run (the next pass's rows sent while
+    # the chains finish this one).
+    from rsaccel.sw import driver, mapper
+
+    p = {"N": 2, "C": 4, "M": 4, "H": 9, "W": 9, "R": 3, "S": 3, "stride": 1, "padding": 1,
+         "groups": 1, "bias": True, "relu": False, "fp16": True}
+    layer = Conv2d("conv2d", 2, 4, 4, 9, 9, 3, 3, padding=1)
+    m = mapper.make_mapping(layer, preset("small"), p=2, q=2, diagonal=diagonal)
+    assert m.diagonal == diagonal and sum(1 for _ in m.passes()) > 2 * len(m.steps)
+    monkeypatch.setattr(driver, "map_layer", lambda *args, **kwargs: m)
+    x, w, b = tensors(np.random.default_rng(7), p)
+    check(Accelerator("small", "verilator"), p, x, w, b)

@@ -469,3 +469,19 @@ def test_outputs_stored_while_the_next_job_computes():
         out = prog.output(run(TINY, bad, BASE, origin=BASE, seed=seed).memory, BASE, origin=BASE)
         wrong += not np.array_equal(out.view(np.uint16), ref.view(np.uint16))
     assert wrong
+
+
+
+def test_ifmap_rows_per_filter_row():
+    """A mapping that is not ``diagonal`` sends each ifmap row to one filter row's PEs at a
+    time (R rows per output row, not a diagonal's); the program is exact in every schedule."""
+    lay = Conv2d("rows", 2, 4, 4, 9, 9, 3, 3, padding=1)
+    sends = {}
+    for diagonal in (True, False):
+        m = make_mapping(lay, SMALL, p=2, q=2, diagonal=diagonal)
+        prog, _ = check(lay, SMALL, m, seeds=(None, 1, 2, 3))
+        sends[diagonal] = sum(c.op is Op.SEND for c in prog._cmds[Engine.IFMAP])
+        if not diagonal:
+            assert sends[False] == sum(len(ps.units) * len(ps.step.rows)
+                                       * len(ps.step.channel_sets) for ps in m.passes())
+    assert sends[True] < sends[False]
