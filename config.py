@@ -154,12 +154,18 @@ class ArrayConfig:
         return dataclasses.asdict(self)
 
 
-EYERISS = ArrayConfig(name="eyeriss")
-SMALL = dataclasses.replace(
-    EYERISS, name="small", rows=6, cols=8, filter_spad_depth=96, ifmap_spad_depth=12,
+# Eyeriss's numbers with FP16 data and FP32 psums. Its 64-bit buses carry four 16-bit psums a
+# packet; ours carry FP32 psums, so the GLB words and the NoC buses are 128 bits (four FP32
+# psums, eight FP16 values) and the banks half as deep: the same 25 x 4 KB of ifmap/psum
+# banks and 8 KB of filters. The DRAM link's bandwidth is set where the layer runs.
+EYERISS = ArrayConfig(name="eyeriss", glb_bank_depth=256, glb_word_bits=128,
+                      glb_filter_depth=512, filter_bus_bits=128, ifmap_bus_bits=128,
+                      psum_bus_bits=128, gon_bus_bits=128, axi_data_bits=128)
+SMALL = ArrayConfig(
+    name="small", rows=6, cols=8, filter_spad_depth=96, ifmap_spad_depth=12,
     psum_spad_depth=16, glb_banks=8, glb_bank_depth=512, glb_filter_depth=512)
-TINY = dataclasses.replace(
-    EYERISS, name="tiny", rows=3, cols=4, filter_spad_depth=32, ifmap_spad_depth=8,
+TINY = ArrayConfig(
+    name="tiny", rows=3, cols=4, filter_spad_depth=32, ifmap_spad_depth=8,
     psum_spad_depth=8, glb_banks=4, glb_bank_depth=128, glb_filter_depth=128)
 
 PRESETS = {c.name: c for c in (EYERISS, SMALL, TINY)}

@@ -86,10 +86,12 @@ preset, within about 5% of the RTL's cycles). Per run:
   group of one pass). There the chain also drains: the bottom PEs wait, beyond their filter
   load and the pass gap, until the top of the chain has finished, ``(r*h - 1) * lag``, and
   the psums have come back through the GLB (``CostModel.psum_turnaround``).
-* Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent; the top of the
-  chain, ``(r*h - 1) * lag`` behind the bottom, takes its last values early by half the
-  columns its ifmap ring holds beyond the window (``(depth // q - S) / U``, calibrated on the
-  RTL); what remains of the lag is idle time between passes. A mapping that sends ifmap rows
+* Pass gap: a pass's ifmap rows are sent once the previous pass's are all sent, each to its
+  diagonal of PEs, ``U`` rows apart and ``span`` rows between the lowest and the highest; the
+  top one, ``span * lag`` behind the bottom, takes its last values early by half the columns
+  its ifmap ring holds beyond the window (``(depth // q - S) / U``, calibrated on the RTL),
+  and at the start of the next pass the lower ones wait for the upper ones less all those
+  columns; what remains is idle time between passes. A mapping that sends ifmap rows
   per filter row (``Mapping.diagonal`` False) has no pass gap: each PE row's rows wait only
   for its own, at up to ``h`` times the ifmap GIN traffic and GLB reads and more commands.
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
@@ -1070,13 +1072,19 @@ def _evaluate(m, model):
             outs = NE * nf * fs
             psin = outs if (not first or lay.bias) else 0
             # A pass's ifmap row goes out once the one before with its tags is sent, to the PEs
-            # sharing it: with several output rows (units) in a pass, PEs of up to h heights
-            # of a chain (a diagonal, lag apart). Each takes the next pass's first columns
-            # into the ring entries its last window leaves free, so the top one holds back the
-            # others by the stagger less (as calibrated on the RTL) half those spare columns.
-            # Rows sent per filter row (not diagonal) do not hold each other back.
+            # sharing it: with several output rows (units) in a pass, the PEs of a diagonal,
+            # U rows (U lags) apart, span rows between the lowest and the highest. Each takes
+            # the next pass's first columns into the ring entries its last window leaves free,
+            # so at the end of a pass the top one holds back the others by the span's stagger
+            # less (as calibrated on the RTL) half those spare columns; at the start of the next
+            # the lower ones wait in the same way for the upper ones to take their first shared
+            # rows, which their whole spare columns absorb (all of it at U = 1 so far, nothing
+            # at U = 4 with one spare value: conv1/32 on eyeriss at 16 B/cycle, 1.000 of the
+            # RTL). Rows sent per filter row (not diagonal) do not hold each other back.
             spare = (cfg.ifmap_spad_depth // q_eff - sw) / U
-            gap = max(0.0, (min(h, u_cap) - 1) * lag - spare / 2 * per_x) if m.diagonal else 0
+            span = min(U * ((h - 1) // U), U * (u_cap - 1))
+            gap = (max(0.0, span * lag - spare / 2 * per_x)
+                   + max(0.0, span * lag - spare * per_x)) if m.diagonal else 0
 
             # The chains of a pass run in lockstep (they share ifmap rows): at each output
             # column every chain-bottom PE takes p initial psums and every chain top emits p
