@@ -10,9 +10,9 @@ Within a group:
 * **Units.** A *unit* is one output row of one image: ``N * E`` units, numbered image-major
   (unit ``k`` is image ``k // E``, row ``k % E``). Batch and output rows together fill the
   array's columns: a pass covers up to ``u`` consecutive units, and the units of one image in a
-  pass form one logical set (its width is Eyeriss's ``e``). ``pack="image"`` cuts each image
-  into balanced strips of at most ``u`` rows, or packs whole images together; ``pack="flat"``
-  cuts the units into balanced runs that may straddle images.
+  pass form one logical set (its width is Eyeriss's ``e``). ``pack="image"`` cuts each image's
+  part of a tile into balanced strips of at most ``u`` rows, or packs whole images together;
+  ``pack="flat"`` cuts the units into balanced runs that may straddle images.
 * **Filter rows.** The ``R`` filter rows are cut into *row chunks* (:class:`RowChunk`) of at
   most ``rows`` rows; chunk heights need not be equal (``R = 5`` on 12 rows: a 4-row chunk
   stacked three high and a 1-row chunk stacked twelve high both fill every PE row). Each chunk
@@ -34,14 +34,18 @@ Within a group:
 * **Output strips.** Rows wider than the PE takes (``F > 4095``) or than the GLB's psum banks
   hold are cut into ``out_strips`` balanced strips of output columns; a pass then runs the
   primitive on the strip's window of the ifmap rows.
-* **Tiles.** The units are cut into tiles (``tile_units`` at most): a tile's incomplete psums
-  (FP32) stay in the GLB's psum banks until every reduction step has been added. Psums never go
-  to DRAM.
+* **Tiles.** The units are cut into tiles (``tile_units`` at most; with ``pack="image"``, whole
+  images or, within an image, ``tile_units`` rows at a time and the rest last): a tile's
+  incomplete psums (FP32) stay in the GLB's psum banks until every reduction step has been
+  added. Psums never go to DRAM. The search sizes tiles within an image in whole passes when
+  that takes fewer passes than balanced tiles.
 
-Pass order (outer to inner): group, output strip, tile, filter block, *reduction step*, units
+Pass order (outer to inner): group, filter block, output strip, tile, *reduction step*, units
 of the tile (passes of at most ``u`` units). A reduction step (:class:`Step`) is one (row chunk,
-column chunk, channel block), in that nesting order. The passes of one (strip, tile, filter
-block, step) form a *run*: the PEs keep their filters stationary through it.
+column chunk, channel block), in that nesting order. The passes of one (filter block, strip,
+tile, step) form a *run*: the PEs keep their filters stationary through it. Filter blocks go
+outermost so that, with ``resident_filters``, a block's filters are loaded into the GLB once and
+serve every strip and tile (and a strip's bias rows every tile).
 
 Accumulation order (the bit-exactness contract)
 -----------------------------------------------
@@ -97,8 +101,8 @@ preset, within about 5% of the RTL's cycles). Per run:
 * The filter, ifmap and psum GINs and the GON stream concurrently with computing; a run lasts
   ``filter load + max(compute, filter values / Vf, ifmap values / Vi, psum-in values / Vp,
   psum-out values / Vg)``. A run's filters are prefetched into the GLB filter store when they
-  fit; otherwise they stream from DRAM at DRAM speed. Bias values enter as the first step's
-  psums (the psum GIN).
+  fit (or are resident: ``Mapping.resident_filters``); otherwise they stream from DRAM at DRAM
+  speed. Bias values enter as the first step's psums (the psum GIN).
 * The NoC is reprogrammed whenever a pass's image runs differ from the configured ones (a pass
   with fewer units too: its idle PEs must match no tag); the compiler groups a run's passes by
   configuration, every other run in reverse, so a run changes it once per extra configuration.
@@ -111,7 +115,9 @@ preset, within about 5% of the RTL's cycles). Per run:
   eyeriss RTL: 1.08-1.12x the larger when they are within 5%) plus the unhidden DRAM time of
   the first run's inputs and the last tile's outputs (``CostModel.dram_overlap=False``: the
   sum instead). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
-  their window with the padding columns, each channel set's from a word boundary, and the
+  their window with the padding columns, each channel set's from a word boundary; filters per
+  tile, or once per filter block when resident, and bias rows (``F * p`` values per filter
+  sub-block) once per strip and filter block, each row from a word boundary; and the
   command lists (16 bytes a command; estimated from the rows, chains and passes, within a few
   percent on the AlexNet layers).
 
@@ -227,7 +233,8 @@ def _tiles(NE, E, B, pack):
     """Return the unit ranges of a group's tiles of at most ``B`` units.
 
     ``"flat"``: ``B`` units each (the last fewer), across images. ``"image"``: whole images
-    (``B // E`` of them) when ``B >= E``, else each image cut into balanced strips.
+    (``B // E`` of them) when ``B >= E``, else each image cut into strips of ``B`` units (the
+    last fewer).
     """
     if pack == "flat":
         return _ranges((B,) * (NE // B) + ((NE % B,) if NE % B else ()))
@@ -235,7 +242,7 @@ def _tiles(NE, E, B, pack):
     if B >= E:
         k = B // E
         return _ranges((k * E,) * (N // k) + (((N % k) * E,) if N % k else ()))
-    return _ranges(_split(E, B) * N)
+    return _ranges(((B,) * (E // B) + ((E % B,) if E % B else ())) * N)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -267,11 +274,12 @@ _Stats = namedtuple("_Stats", "passes sent_rows valid_rows read_rows max_units s
                               "repeats row_groups")
 
 
-def _row_groups(y0, length, U, i0, h, pad, H):
+def _row_groups(y0, length, U, i0, h, pad, H, per_row=False):
     """IFMAP commands of ``length`` units' rows with filter rows ``i0..i0+h-1`` (rows stepping
     evenly go in one, sw.program.row_groups): padding rows above, rows inside, padding rows
-    below; a row block per output row when the stride exceeds the filter rows."""
-    if U > h:
+    below; along diagonals, a row block per output row when the stride exceeds the filter rows
+    (``per_row``: one filter row's rows, ``h`` = 1, step evenly by U rows)."""
+    if U > h and not per_row:
         return length
     lo = y0 * U + i0
     hi = (y0 + length - 1) * U + i0 + h
@@ -307,7 +315,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h, diagonal=True):
                 sent += length * h
                 for i in range(i0, i0 + h):
                     read += _run_rows(y0, length, U, i, 1, pad, H)[1]
-                    groups += _row_groups(y0, length, U, i, 1, pad, H)
+                    groups += _row_groups(y0, length, U, i, 1, pad, H, per_row=True)
             valid += pass_valid
             max_valid = max(max_valid, pass_valid)
             max_run = max(max_run, max(seq[-1]))
@@ -515,7 +523,10 @@ class Mapping:
     the one before is stored (1: the next job waits for the store); ``diagonal``: an ifmap
     row goes to its diagonal of PEs in one transfer, as in Eyeriss (False: to each filter
     row's PEs on their own, at up to ``h`` times the ifmap traffic, so that the bottom of a
-    chain starts its next pass while the top finishes this one). Construction checks every
+    chain starts its next pass while the top finishes this one); ``resident_filters``: the GLB
+    keeps a filter block's filters (every reduction step's) while the tiles go through them,
+    so that they come from DRAM once per filter block, not once per tile (the GLB reserves
+    their banks; False: a run's filters are loaded for it). Construction checks every
     limit and raises ValueError naming the one exceeded; use :func:`make_mapping` to fill in
     the chunks, tiles and GLB split.
     """
@@ -533,6 +544,7 @@ class Mapping:
     glb_psum_banks: int
     psum_buffers: int = 1
     diagonal: bool = True
+    resident_filters: bool = False
 
     def __post_init__(self):
         _check_mapping(self)
@@ -619,17 +631,18 @@ class Mapping:
         lay = self.layer
         NE = lay.N * lay.E
         index = 0
-        for g, cols in itertools.product(range(lay.groups), self.strips):
-            for ti, tile in enumerate(self.tiles):
-                for _, subs in self.filter_blocks():
-                    for step in self.steps:
-                        ch = self.row_chunks[step.chunk]
-                        u_cap = self.units_per_pass(ch.height, len(step.channel_sets), len(subs))
-                        tiles = _tile_passes(NE, lay.E, self.tile_units, self.pack, u_cap)
-                        for k, units in enumerate(tiles[ti]):
-                            yield Pass(index, g, cols, ti, units, _runs(units, lay.E), subs,
-                                       step, k == 0)
-                            index += 1
+        # Filter blocks outside strips and tiles, so that a filter block's filters (and a
+        # strip's bias rows) stay in the GLB while the tiles go through them.
+        for g, (_, subs), cols in itertools.product(range(lay.groups), self.filter_blocks(),
+                                                   self.strips):
+            for ti, step in itertools.product(range(len(self.tiles)), self.steps):
+                ch = self.row_chunks[step.chunk]
+                u_cap = self.units_per_pass(ch.height, len(step.channel_sets), len(subs))
+                tiles = _tile_passes(NE, lay.E, self.tile_units, self.pack, u_cap)
+                for k, units in enumerate(tiles[ti]):
+                    yield Pass(index, g, cols, ti, units, _runs(units, lay.E), subs, step,
+                               k == 0)
+                    index += 1
 
     def placement_of(self, pass_):
         """Return ``(sets, segments)`` (:mod:`rsaccel.sw.noc_ids`) of a pass. Set order: filter
@@ -754,6 +767,29 @@ def _bias_bytes(m_like):
     return nf * _ceil(lay.F, m_like.out_strips) * 4 + m_like.t * word
 
 
+def _resident_bytes(m_like):
+    """Bytes of the GLB a filter block's filters take, every reduction step's (the largest
+    block), as the compiler lays them out: per run, each filter row of a sub-block and channel
+    set from a word boundary."""
+    lay, word = m_like.layer, m_like.config.glb_word_bits // 8
+    nf = min(m_like.p * m_like.t, lay.Mg)
+    subs = _balanced(nf, _ceil(nf, m_like.p))
+    total = 0
+    for k, _, sw, sizes, _, count in _step_runs(m_like):
+        row = sum(_ceil(f * c * sw * 2, word) * word for f in subs for c in sizes)
+        total += row * m_like.row_chunks[k].height * count
+    return total
+
+
+def _filter_banks(m_like):
+    """Banks the resident filters take beyond the filter store (0 when not resident)."""
+    if not m_like.resident_filters:
+        return 0
+    cfg = m_like.config
+    store = cfg.glb_filter_depth * cfg.glb_word_bits // 8
+    return _ceil(max(0, _resident_bytes(m_like) - store), _bank_bytes(cfg))
+
+
 def _max_tile(m_like, B):
     lay = m_like.layer
     return max(len(t) for t in _tiles(lay.N * lay.E, lay.E, B, m_like.pack))
@@ -773,6 +809,8 @@ def _check_mapping(m):
         raise ValueError(f"psum_buffers must be 1 or 2, not {m.psum_buffers!r}")
     if not isinstance(m.diagonal, bool):
         raise TypeError(f"diagonal must be a bool, not {m.diagonal!r}")
+    if not isinstance(m.resident_filters, bool):
+        raise TypeError(f"resident_filters must be a bool, not {m.resident_filters!r}")
     if m.p > lay.Mg:
         raise ValueError(f"p = {m.p} exceeds the {lay.Mg} filters of a group")
     if m.q > lay.Cg:
@@ -822,10 +860,13 @@ def _check_mapping(m):
         if m.t > slots:
             raise ValueError(f"t = {m.t} filter sub-blocks do not fit the {slots} columns of "
                              f"{c.r * c.height}-row blocks on the {cfg.rows} x {cfg.cols} array")
-    # GLB: the ifmap and psum banks (a run's filters stream through the filter store).
-    if m.glb_ifmap_banks + m.glb_psum_banks > cfg.glb_banks:
-        raise ValueError(f"{m.glb_ifmap_banks} ifmap + {m.glb_psum_banks} psum banks exceed "
-                         f"the GLB's {cfg.glb_banks}")
+    # GLB: the ifmap and psum banks (a run's filters stream through the filter store) and the
+    # resident filters' banks.
+    fbanks = _filter_banks(m)
+    if m.glb_ifmap_banks + m.glb_psum_banks + fbanks > cfg.glb_banks:
+        raise ValueError(f"{m.glb_ifmap_banks} ifmap + {m.glb_psum_banks} psum "
+                         + (f"+ {fbanks} resident filter " if fbanks else "")
+                         + f"banks exceed the GLB's {cfg.glb_banks}")
     bank = _bank_bytes(cfg)
     biggest = _max_tile(m, m.tile_units)
     fs = _ceil(lay.F, m.out_strips)
@@ -847,11 +888,13 @@ def _check_mapping(m):
 class _Shape:
     """The parts of a mapping the GLB plan needs, before tiles and banks are known."""
 
-    def __init__(self, layer, config, p, q, t, row_chunks, col_chunks, pack, out_strips):
+    def __init__(self, layer, config, p, q, t, row_chunks, col_chunks, pack, out_strips,
+                 resident_filters):
         self.layer, self.config = layer, config
         self.p, self.q, self.t = p, q, t
         self.row_chunks, self.col_chunks = row_chunks, col_chunks
         self.pack, self.out_strips = pack, out_strips
+        self.resident_filters = resident_filters
 
     units_per_pass = Mapping.units_per_pass
     filter_blocks = Mapping.filter_blocks
@@ -863,8 +906,8 @@ class _Shape:
 
 def _plan_glb(shape, tile_units, psum_buffers=1):
     """Return ``(tile_units, ifmap banks, psum banks)``: the largest tiles (or ``tile_units``)
-    whose psums (``psum_buffers`` tiles' worth) and ifmaps fit the GLB, every bank not needed
-    for ifmaps given to psums."""
+    whose psums (``psum_buffers`` tiles' worth) and ifmaps fit the GLB beside the resident
+    filters' banks (if any), every bank not needed for ifmaps or filters given to psums."""
     lay, cfg = shape.layer, shape.config
     NE, E = lay.N * lay.E, lay.E
     bank = _bank_bytes(cfg)
@@ -872,21 +915,24 @@ def _plan_glb(shape, tile_units, psum_buffers=1):
     fs = _ceil(lay.F, shape.out_strips)
     unit_psum = nf * fs * 4
     bias = _bias_bytes(shape)
+    banks = cfg.glb_banks - _filter_banks(shape)
 
     def fits(B):
         ifmap_banks = max(1, _ceil(_ifmap_need(shape, B), bank))
         psum_banks = _ceil(psum_buffers * (_max_tile(shape, B) * unit_psum + bias), bank)
-        return ifmap_banks + psum_banks <= cfg.glb_banks, ifmap_banks
+        return ifmap_banks + psum_banks <= banks, ifmap_banks
 
     if tile_units is not None:
         _positive_int("tile_units", tile_units)
         ifmap_banks = fits(min(tile_units, NE))[1]
-        return tile_units, ifmap_banks, max(1, cfg.glb_banks - ifmap_banks)
+        return tile_units, ifmap_banks, max(1, banks - ifmap_banks)
     ok, ifmap_banks = fits(1)
     if not ok:
-        raise ValueError(f"the GLB's {cfg.glb_banks} banks of {bank} bytes cannot hold the psums "
-                         f"of one output row ({unit_psum} bytes: {nf} filters x {fs} columns, "
-                         f"FP32) and the ifmaps of two passes ({_ifmap_need(shape, 1)} bytes)")
+        raise ValueError(f"the GLB's {banks} banks of {bank} bytes"
+                         + (" left beside the resident filters" if banks < cfg.glb_banks else "")
+                         + f" cannot hold the psums of one output row ({unit_psum} bytes: {nf} "
+                         f"filters x {fs} columns, FP32) and the ifmaps of two passes "
+                         f"({_ifmap_need(shape, 1)} bytes)")
     lo, hi = 1, NE
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -895,16 +941,21 @@ def _plan_glb(shape, tile_units, psum_buffers=1):
         else:
             hi = mid - 1
     B = lo
-    # Whole images, or whole passes of the first geometry, per tile.
-    if shape.pack == "image":
-        B = B // E * E if B >= E else max(_split(E, B))
-    else:
-        g = next(_geometry(shape))
-        u_cap = g[-1]
-        if B >= u_cap and B < NE:
+    # Whole images, or whole passes of the first geometry, per tile: within an image, whole
+    # passes when that takes fewer passes than balanced tiles (as many, fewer units each).
+    u_cap = next(_geometry(shape))[-1]
+    if shape.pack == "image" and B < E:
+        pieces = _split(E, B)
+        if B >= u_cap and _ceil(E, u_cap) < sum(_ceil(k, u_cap) for k in pieces):
             B = B // u_cap * u_cap
+        else:
+            B = max(pieces)
+    elif shape.pack == "image":
+        B = B // E * E
+    elif B >= u_cap and B < NE:
+        B = B // u_cap * u_cap
     ifmap_banks = fits(B)[1]
-    return B, ifmap_banks, cfg.glb_banks - ifmap_banks
+    return B, ifmap_banks, banks - ifmap_banks
 
 
 def _row_chunks(R, rows, heights, r):
@@ -926,15 +977,16 @@ def _row_chunks(R, rows, heights, r):
 
 
 def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, tile_units=None,
-                 pack="image", out_strips=None, psum_buffers=1, diagonal=True):
+                 pack="image", out_strips=None, psum_buffers=1, diagonal=True,
+                 resident_filters=False):
     """Return the :class:`Mapping` with these numbers, filling in the rest.
 
     ``rows``: the row-chunk heights (a sequence summing to ``R``), or the largest height (an
     int: balanced chunks), or None (balanced chunks of at most the array's rows). ``r``: one
     value, or one per row chunk. ``col_width``: the largest column-chunk width (None: as wide as
     the scratchpads allow). ``tile_units``: None for the largest tiles that fit the GLB.
-    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`); ``psum_buffers`` (1 or 2) and
-    ``diagonal`` as there. ``out_strips``: None for the fewest
+    ``pack``: ``"image"`` or ``"flat"`` (:class:`Mapping`); ``psum_buffers`` (1 or 2),
+    ``diagonal`` and ``resident_filters`` as there. ``out_strips``: None for the fewest
     (the smallest power-of-two multiple of ``ceil(F / 4095)``) with which the GLB holds a tile.
     Raises ValueError naming the limit a mapping exceeds.
     """
@@ -964,11 +1016,12 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
         # Let the Mapping's own checks say what is wrong.
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units or 1, pack,
                        out_strips or least, 1, max(1, config.glb_banks - 1), psum_buffers,
-                       diagonal)
+                       diagonal, resident_filters)
     options = [out_strips] if out_strips is not None else \
         [least << k for k in range(layer.F.bit_length()) if least << k < layer.F] + [layer.F]
     for strips in options:
-        shape = _Shape(layer, config, p, q, t, row_chunks, col_chunks, pack, strips)
+        shape = _Shape(layer, config, p, q, t, row_chunks, col_chunks, pack, strips,
+                       resident_filters)
         try:
             tile_units, ifmap_banks, psum_banks = _plan_glb(shape, tile_units, psum_buffers)
         except ValueError:
@@ -976,7 +1029,7 @@ def make_mapping(layer, config, *, p, q, t=1, rows=None, r=1, col_width=None, ti
                 raise
             continue
         return Mapping(layer, config, p, q, t, row_chunks, col_chunks, tile_units, pack, strips,
-                       ifmap_banks, psum_banks, psum_buffers, diagonal)
+                       ifmap_banks, psum_banks, psum_buffers, diagonal, resident_filters)
 
 
 # The cost model
@@ -1039,6 +1092,15 @@ def _evaluate(m, model):
         t_eff = _ceil(nf, m.p)
         p_eff = _ceil(nf, t_eff)
         geo_fill = 0
+        # Filters come from DRAM per tile, or once per filter block when resident (for the
+        # first strip); bias rows (a row of F * p FP32 values per filter sub-block, from a
+        # word boundary) once per strip and filter block, kept while the tiles go through.
+        loads = tiles if not m.resident_filters else int(cols == m.strips[0])
+        word = cfg.glb_word_bits // 8
+        if lay.bias:
+            dram["bias"] += n_fb * sum(_ceil(f * fs * 4, word) * word
+                                       for f in _balanced(nf, t_eff))
+            glb_w["bias"] += n_fb * nf * fs
         for k, s0, sw, csets, first, n_step in step_runs:
             ch = m.row_chunks[k]
             h, i0 = ch.height, ch.start
@@ -1061,7 +1123,7 @@ def _evaluate(m, model):
             # Filter values per cycle: the filter GIN's, or DRAM's when a run's filters do not
             # fit the filter store (no prefetch). Staggered PE rows load one after the other,
             # so only lockstep modes wait for the whole array's filters.
-            f_rate = Vf if fvals * 2 <= store else min(Vf, bw / 2)
+            f_rate = Vf if fvals * 2 <= store or m.resident_filters else min(Vf, bw / 2)
             t_fload = p_eff * qs
             if model.fill != "reconfig":
                 t_fload = max(t_fload, fvals / f_rate)
@@ -1134,7 +1196,10 @@ def _evaluate(m, model):
             macs_done = NE * nf * nc * h * sw * fs
             noc_f = st.sum_max_units * nf * nc * h * sw
             noc_i = NE * t_eff * nc * h * wp
-            dram["filter"] += tiles * fvals * 2 * count
+            # Each filter row of a sub-block and channel set from a word boundary.
+            fbytes = h * sum(_ceil(f * c * sw * 2, word) * word
+                             for f in _balanced(nf, t_eff) for c in csets)
+            dram["filter"] += loads * fbytes * count
             # The command lists are read from DRAM too (16 bytes a command), evenly stepping
             # SEND and RECV rows one command each (sw.program.row_groups): the IFMAP row
             # groups of each channel set, a PSUM and a RECV command per band of PE rows (at
@@ -1148,11 +1213,10 @@ def _evaluate(m, model):
                         + 2 * st.passes + changed
                         + (tiles * frows if fvals * 2 <= store else 2 * st.passes * frows))
             dram["commands"] += commands * COMMAND_BYTES * count
-            glb_w["filter"] += tiles * fvals * count
+            glb_w["filter"] += loads * fvals * count
             glb_r["filter"] += tiles * fvals * count
             # Ifmaps are loaded per pass as the compiler lays them out: each row of a channel
             # set as wide as its window with the padding columns, from a word boundary.
-            word = cfg.glb_word_bits // 8
             loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
             dram["ifmap"] += loaded * count
             glb_w["ifmap"] += loaded // 2 * count
@@ -1184,9 +1248,6 @@ def _evaluate(m, model):
     outputs = NE * Mg * F
     dram["output"] += outputs * model.output_bytes
     glb_r["output"] += outputs
-    if lay.bias:
-        dram["bias"] += m.out_strips * tiles * Mg * 4
-        glb_w["bias"] += m.out_strips * tiles * Mg
 
     def scale(counter):
         return {key: value * G for key, value in counter.items()}
@@ -1342,15 +1403,20 @@ def _candidates(lay, cfg):
     # for wide rows.
     least = _ceil(lay.F, MAX_WIDTH)
     strip_options = [None] + [least * k for k in (2, 4) if least * k * 16 <= lay.F]
+    glb_bytes = cfg.glb_banks * _bank_bytes(cfg) + cfg.glb_filter_depth * cfg.glb_word_bits // 8
     for _, plan, rs, q in combos:
         p_max = min(cfg.psum_spad_depth, cfg.filter_spad_depth // (q * sw), lay.Mg)
         slots = min((cfg.rows // (r * h)) * cfg.cols for h, r in zip(plan, rs))
         for t, p in _tp_options(lay, cfg, slots, p_max):
-            for pack, strips, buffers, diagonal in itertools.product(
-                    PACKINGS, strip_options, (1, 2), (True, False) if max(plan) > 1 else (True,)):
+            # Resident filters when a filter block's take at most half the GLB.
+            resident = (False, True) if (min(p * t, lay.Mg) * lay.Cg * lay.R * lay.S * 4
+                                         <= glb_bytes) else (False,)
+            for pack, strips, buffers, diagonal, res in itertools.product(
+                    PACKINGS, strip_options, (1, 2), (True, False) if max(plan) > 1 else (True,),
+                    resident):
                 yield {"p": p, "q": q, "t": t, "rows": plan, "r": rs, "col_width": sw,
                        "pack": pack, "out_strips": strips, "psum_buffers": buffers,
-                       "diagonal": diagonal}
+                       "diagonal": diagonal, "resident_filters": res}
 
 
 OBJECTIVES = ("cycles", "energy", "dram")

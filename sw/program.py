@@ -9,8 +9,8 @@ a program on a memory image.
 
 Structure
 ---------
-The mapping's passes (:meth:`~rsaccel.sw.mapper.Mapping.passes`) come in *jobs* (group, output
-strip, tile, filter block), each a sequence of *runs* (one per reduction step, in order). The
+The mapping's passes (:meth:`~rsaccel.sw.mapper.Mapping.passes`) come in *jobs* (group, filter
+block, output strip, tile), each a sequence of *runs* (one per reduction step, in order). The
 passes of a run may go in any order (an output's accumulation order depends on the steps
 only): they are grouped by NoC configuration, every other run taking the groups in reverse, so
 that the NoC is reprogrammed once per change of configuration. A run is cut into *blocks*:
@@ -45,9 +45,11 @@ then the seven lists; every area 64-byte aligned, every row word aligned:
   FP32, padding values included); :meth:`Program.output` reorders them into ``(N, M, E, F)``.
 
 GLB (:attr:`Program.glb`): one or two psum regions (a job takes the one its predecessor did not
-end in), the bias rows of one or two jobs, the ifmap rows of one to eight passes, a row of zeros,
-and the filters: two runs' or one run's at the top (the filter store), or, when one run's do
-not fit, a ring that rows stream through (each loaded on its own). Double buffers are used when
+end in), the bias rows of one or two (strip, filter block)s (loaded by its first job, kept for
+its tiles), the ifmap rows of one to eight passes, a row of zeros, and the filters: two runs' or
+one run's at the top (the filter store), or, when one run's do not fit, a ring that rows stream
+through (each loaded on its own); with ``resident_filters``, one or two filter blocks' (every
+step's, loaded by the block's first runs and kept for its strips and tiles). Double buffers are used when
 they fit, so that loads overlap computing. Ifmaps are fetched per pass (the mapper's bank split
 is not used).
 
@@ -87,6 +89,7 @@ Synchronisation (why no order of events deadlocks: see :mod:`rsaccel.hw.commands
    checks that such an order exists (:meth:`Program.sequential_order`).
 """
 
+import itertools
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -367,6 +370,8 @@ class _Run:
     filter_rows: dict = None  # (ot, cr, i) -> (word offset in the run's filter rows, values)
     filter_words: int = 0
     filter_base: int = 0      # GLB word of the resident filters
+    loader: object = None     # the run that loads the filters this one sends (itself or one
+    filter_after: int = None  # before it); the run whose sends free the words it loads into
 
 
 @dataclass(eq=False)
@@ -386,6 +391,8 @@ class _Job:
     bias_rows: dict = None    # ot -> word offset in the job's bias rows
     bias_words: int = 0
     bias_base: int = 0
+    bias_loader: object = None  # the job that loads the bias rows this one uses (itself or
+    bias_after: int = None      # one before it); the job whose psum sends free the words
 
 
 def compile_layer(config, mapping, *, relu=False, out_fp16=True, has_bias=False):
@@ -648,8 +655,19 @@ class _Compiler:
                   for _, values in run.filter_rows.values())
         bias = max(job.bias_words for job in self.jobs) if self.has_bias else 0
         # Filters: a ring of at least two rows streamed through (0), one run's (1) or two runs'
-        # (2) filters resident.
-        counts = {"psum": 1, "ifmap": 1, "filter": 0, "bias": 1 if self.has_bias else 0}
+        # (2) filters resident; or, when the mapping keeps a filter block's filters, one (or
+        # two) filter blocks' (every step's filters, each where the largest block has them).
+        resident = self.m.resident_filters
+        if resident:
+            self.step_words = {}
+            for run in self.runs:
+                k = run.step.index
+                self.step_words[k] = max(self.step_words.get(k, 0), run.filter_words)
+            self.step_offset = dict(zip(sorted(self.step_words), itertools.accumulate(
+                [0] + [self.step_words[k] for k in sorted(self.step_words)])))
+            filt = sum(self.step_words.values())
+        counts = {"psum": 1, "ifmap": 1, "filter": int(resident),
+                  "bias": 1 if self.has_bias else 0}
         sizes = {"psum": psum, "ifmap": ifmap, "filter": filt, "bias": bias}
 
         def total():
@@ -666,6 +684,8 @@ class _Compiler:
         # ifmap buffers, so that loads run further ahead of the passes (a run's filters, loaded
         # at once, and the stores leave the passes' loads behind for a while).
         order = ("ifmap", "filter", "filter", "psum", "bias") + ("ifmap",) * _IFMAP_BUFFERS
+        if resident:
+            order = ("ifmap", "filter", "psum", "bias") + ("ifmap",) * _IFMAP_BUFFERS
         if self.m.psum_buffers == 2:
             order = ("psum",) + order
         for k in order:
@@ -700,6 +720,40 @@ class _Compiler:
         glb["used"] = word + capacity - top
         glb["capacity"] = capacity
         self.glb = glb
+
+    def _plan_reuse(self):
+        """Which runs load filters and which jobs load bias rows, into which buffer, after
+        which earlier run's (job's) sends. Filters: a buffer per run in turn, or with resident
+        filters a buffer per filter block in turn, the first run of each step loading its
+        part. Bias rows: a buffer per strip and filter block in turn (they stay while the tiles
+        go through)."""
+        resident = self.m.resident_filters
+        last, loaders, key, fset = {}, {}, None, -1
+        for run in self.runs:
+            k = (run.job.g, run.job.fb) if resident else run.gidx
+            if k != key:
+                key, fset = k, fset + 1
+            slot = (fset % max(1, self.n_filter), run.step.index if resident else 0)
+            if (fset, slot) not in loaders:
+                loaders[fset, slot] = run
+                run.filter_after = last.get(slot)
+            run.loader = loaders[fset, slot]
+            last[slot] = run.gidx
+            if self.n_filter:
+                run.filter_base = self.glb[f"filter{slot[0]}"][0] \
+                    + (self.step_offset[run.step.index] if resident else 0)
+        last, loaders, key, bset = {}, {}, None, -1
+        for job in self.jobs:
+            if (job.g, job.strip, job.fb) != key:
+                key, bset = (job.g, job.strip, job.fb), bset + 1
+            slot = bset % self.n_bias
+            if bset not in loaders:
+                loaders[bset] = job
+                job.bias_after = last.get(slot)
+            job.bias_loader = loaders[bset]
+            last[slot] = job.gidx
+            if self.has_bias:
+                job.bias_base = self.glb[f"bias{slot}"][0]
 
     def _plan_dram(self):
         lay, V16, wb = self.lay, self.V16, self.word_bytes
@@ -794,27 +848,24 @@ class _Compiler:
         ps, lay = info.ps, self.lay
         block = self.block_of[info.gidx]
         run, job = block.run, block.run.job
-        if self.n_filter and info is run.blocks[0].passes[0]:
-            fbuf = self.glb[f"filter{run.gidx % self.n_filter}"][0]
+        if self.n_filter and info is run.blocks[0].passes[0] and run.loader is run:
             wait = None
-            if run.gidx >= self.n_filter:
-                wait = (Engine.FILTER, ("filter_end", run.gidx - self.n_filter))
+            if run.filter_after is not None:
+                wait = (Engine.FILTER, ("filter_end", run.filter_after))
             addr, _ = self.filter_blocks[job.g, job.fb, run.step.index]
             self.filter_load[run.gidx] = self._add(
                 Engine.LOAD, Op.LOAD, {"addr": addr, "count": run.filter_words,
-                                       "glb_addr": fbuf},
+                                       "glb_addr": run.filter_base},
                 wait=wait, dram=True, note=f"filters of run {run.gidx}")
-            run.filter_base = fbuf
-        if self.has_bias and info is job.runs[0].blocks[0].passes[0]:
-            bbuf = self.glb[f"bias{job.gidx % self.n_bias}"][0]
+        if self.has_bias and info is job.runs[0].blocks[0].passes[0] and job.bias_loader is job:
             wait = None
-            if job.gidx >= self.n_bias:
-                wait = (Engine.PSUM, ("bias_end", job.gidx - self.n_bias))
+            if job.bias_after is not None:
+                wait = (Engine.PSUM, ("bias_end", job.bias_after))
             addr, _ = self.bias_blocks[job.g, job.strip, job.fb]
             self.bias_load[job.gidx] = self._add(
-                Engine.LOAD, Op.LOAD, {"addr": addr, "count": job.bias_words, "glb_addr": bbuf},
+                Engine.LOAD, Op.LOAD, {"addr": addr, "count": job.bias_words,
+                                       "glb_addr": job.bias_base},
                 wait=wait, dram=True, note=f"bias rows of job {job.gidx}")
-            job.bias_base = bbuf
         # Ifmap rows: image rows into the pass's buffer, runs of consecutive rows in one load.
         buf = self.glb[f"ifmap{info.gidx % self.n_ifmap}"][0]
         W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
@@ -936,7 +987,7 @@ class _Compiler:
                                                   min(first_info.filter_pes[key])))
         if keys and self.n_filter:
             wait, fence = self._sender_head(Engine.FILTER,
-                                            (Engine.LOAD, self.filter_load[run.gidx] + 1),
+                                            (Engine.LOAD, self.filter_load[run.loader.gidx] + 1),
                                             f"block {block.gidx} filters")
             for k, key in enumerate(keys):
                 off, values = run.filter_rows[key]
@@ -1003,7 +1054,7 @@ class _Compiler:
         if info.psum:
             step = run.step.index
             if step == 0:
-                need = (Engine.LOAD, self.bias_load[job.gidx] + 1)
+                need = (Engine.LOAD, self.bias_load[job.bias_loader.gidx] + 1)
                 src = None
             else:
                 prev = job.runs[step - 1]
@@ -1180,6 +1231,7 @@ class _Compiler:
         self._layouts()
         self._rows()
         self._plan_glb()
+        self._plan_reuse()
         self._plan_dram()
         self._emit()
         layout = dict(self.layout)

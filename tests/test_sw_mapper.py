@@ -109,6 +109,8 @@ def test_search_splits_what_does_not_fit(lay, config):
     {"p": 3, "q": 1, "t": 1, "rows": 3, "r": 1, "pack": "flat", "tile_units": 5},
     {"p": 1, "q": 3, "t": 3, "rows": 1, "r": 3, "psum_buffers": 2},
     {"p": 2, "q": 1, "t": 2, "rows": 2, "r": 1, "out_strips": 3},
+    {"p": 2, "q": 1, "t": 1, "rows": 3, "r": 1, "out_strips": 2, "tile_units": 3,
+     "resident_filters": True},
 ])
 def test_passes_cover_every_term_once_in_order(kw):
     lay = Conv2d("x", 2, 6, 6, 9, 8, 7, 5, stride=2, padding=2, groups=2)
@@ -258,15 +260,37 @@ def test_cost_model_charges_what_the_rtl_does():
     slow = predict(m, model=CostModel(psum_turnaround=108))
     assert slow["cycles"] >= pred["cycles"] + 15 * 100
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_chosen_mappings_compile(batch):
-    """The mapper's GLB plan holds what the compiler puts there (psums, bias rows, ifmaps):
-    AlexNet CONV1 at batch 1 once got a mapping whose program needed 73 words too many."""
+@pytest.mark.parametrize("batch, bandwidth", [(1, None), (4, None), (4, 2.4)])
+def test_chosen_mappings_compile(batch, bandwidth):
+    """The mapper's GLB plan holds what the compiler puts there (psums, bias rows, ifmaps,
+    resident filters): AlexNet CONV1 at batch 1 once got a mapping whose program needed 73
+    words too many."""
     from rsaccel.sw.program import compile_layer
 
     names = [f"alexnet.conv{k}" for k in range(1, 6)] + ["vgg16.conv1_1", "vgg16.conv5_1",
                                                          "vgg16.fc7"]
+    if bandwidth:
+        names = ["alexnet.conv1", "alexnet.conv2"]
+    model = CostModel(dram_bytes_per_cycle=bandwidth)
+    resident = set()
     for name in names:
         lay = layer(name, batch=batch)
-        program = compile_layer(EYERISS, map_layer(lay, EYERISS), has_bias=lay.bias)
+        m = map_layer(lay, EYERISS, model=model)
+        program = compile_layer(EYERISS, m, has_bias=lay.bias)
         assert program.glb["used"] <= program.glb["capacity"]
+        if m.resident_filters:
+            resident.add(name)
+    if bandwidth:
+        assert "alexnet.conv1" in resident
+
+
+def test_tiles_hold_whole_passes():
+    """Image-packed tiles smaller than an image hold whole passes when balanced ones would take
+    more passes: CONV1's 55 output rows in passes of 7 as 14 + 14 + 14 + 13 (8 passes), not
+    19 + 18 + 18 (9)."""
+    lay = layer("alexnet.conv1", batch=4)
+    m = make_mapping(lay, EYERISS, p=16, q=1, t=2, out_strips=2, diagonal=False,
+                     resident_filters=True)
+    assert m.numbers()["u"] == 7 and m.tile_units % 7 == 0
+    assert sum(1 for _ in m.passes()) == 4 * 8 * 2 * len(m.filter_blocks()) * len(m.steps)
+    check_coverage(m)

@@ -19,7 +19,7 @@ from rsaccel.hw.commands import (
 )
 from rsaccel.sw.layer_model import run_layer
 from rsaccel.sw.layers import Conv2d
-from rsaccel.sw.mapper import make_mapping, map_layer
+from rsaccel.sw.mapper import make_mapping, map_layer, predict
 from rsaccel.sw.program import ENGINES, Program, chain, compile_layer
 from rsaccel.sw.program_model import ModelError, _rows, run, run_program
 
@@ -485,3 +485,32 @@ def test_ifmap_rows_per_filter_row():
             assert sends[False] == sum(len(ps.units) * len(ps.step.rows)
                                        * len(ps.step.channel_sets) for ps in m.passes())
     assert sends[True] < sends[False]
+
+
+def _loaded(prog, what):
+    """DRAM bytes and count of the LOADs whose note starts with ``what``."""
+    loads = [c for c in prog._cmds[Engine.LOAD] if c.note.startswith(what)]
+    return sum(c.args["count"] for c in loads) * prog.config.glb_word_bits // 8, len(loads)
+
+
+@pytest.mark.parametrize("config", [TINY, SMALL], ids=["tiny", "small"])
+def test_filters_resident_across_tiles(config):
+    """With ``resident_filters`` a filter block's filters (every step's) are loaded once and
+    stay in the GLB while the strips and tiles go through them; bias rows are loaded once per
+    strip and filter block. Exact in every schedule, and the cost model counts the bytes the
+    program loads."""
+    lay = Conv2d("res", 3, 6, 5, 8, 12, 3, 3, padding=1, groups=1)
+    kw = {"p": 2, "q": 2, "t": 1, "tile_units": 4, "out_strips": 2}
+    progs = {}
+    for resident in (False, True):
+        m = make_mapping(lay, config, resident_filters=resident, **kw)
+        assert len(m.tiles) > 1 and len(m.filter_blocks()) > 1 and len(m.steps) > 1
+        progs[resident], _ = check(lay, config, m, seeds=(None, 1, 2, 5))
+        pred = predict(m)
+        assert pred["dram"]["filter"] == _loaded(progs[resident], "filters")[0]
+        assert pred["dram"]["bias"] == _loaded(progs[resident], "bias")[0]
+    fbs, steps = len(m.filter_blocks()), len(m.steps)
+    assert _loaded(progs[True], "filters")[0] == progs[True].layout["filter"][1]
+    assert _loaded(progs[True], "filters")[1] == fbs * steps
+    assert _loaded(progs[False], "filters")[1] == fbs * steps * 2 * len(m.tiles)
+    assert _loaded(progs[True], "bias")[1] == _loaded(progs[False], "bias")[1] == 2 * fbs
