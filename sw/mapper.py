@@ -271,7 +271,29 @@ def _tile_passes(NE, E, B, pack, u_cap):
 
 _Stats = namedtuple("_Stats", "passes sent_rows valid_rows read_rows max_units sum_max_units "
                               "max_run max_runs max_valid_rows changes patterns orders units "
-                              "repeats row_groups")
+                              "repeats row_groups loaded_rows")
+
+
+def _pass_rows(units, E, U, i0, h, pad, H):
+    """The ifmap rows inside the image that a pass's units use: ``{(image, padded row)}``."""
+    return {(n, y * U + i) for n, y0, length in _runs(units, E) for y in range(y0, y0 + length)
+            for i in range(i0, i0 + h) if pad <= y * U + i < pad + H}
+
+
+def _loaded_rows(tile, seq, E, U, i0, h, pad, H):
+    """Ifmap rows a run loads: each pass's, less those the pass before it in the run loaded
+    itself (sw.program: rows shared by consecutive passes are loaded once). The compiler takes
+    the passes grouped by NoC configuration (run-length pattern), every other run in reverse:
+    the mean of both orders."""
+    order = sorted(range(len(tile)), key=lambda k: list(dict.fromkeys(seq)).index(seq[k]))
+    rows = [_pass_rows(tile[k], E, U, i0, h, pad, H) for k in order]
+    total = 0
+    for seqn in (rows, rows[::-1]):
+        own = set()
+        for r in seqn:
+            own = r - own
+            total += len(own)
+    return total / 2
 
 
 def _row_groups(y0, length, U, i0, h, pad, H, per_row=False):
@@ -296,6 +318,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h, diagonal=True):
     changes = 0
     patterns = set()
     orders, units_per_pass, repeats = [], [], []
+    loaded = 0
     for tile in _tile_passes(NE, E, B, pack, u_cap):
         seq = []
         units_per_pass += [len(units) for units in tile]
@@ -327,6 +350,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h, diagonal=True):
         # units must match no tag). The compiler groups a run's passes by configuration and
         # takes the groups in reverse every other run: one change between consecutive groups.
         order = tuple(dict.fromkeys(seq))
+        loaded += _loaded_rows(tile, seq, E, U, i0, h, pad, H)
         patterns.update(order)
         orders.append(order)
         changes += len(order) - 1
@@ -336,7 +360,7 @@ def _pass_stats(E, U, pad, H, NE, B, pack, u_cap, i0, h, diagonal=True):
                              for pat in (order[0], order[-1])))
     return _Stats(passes, sent, valid, read, max_units, sum_max_units, max_run, max_runs, max_valid,
                   changes, frozenset(patterns), tuple(orders), tuple(units_per_pass),
-                  tuple(repeats), groups)
+                  tuple(repeats), groups, loaded)
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -1217,7 +1241,7 @@ def _evaluate(m, model):
             glb_r["filter"] += tiles * fvals * count
             # Ifmaps are loaded per pass as the compiler lays them out: each row of a channel
             # set as wide as its window with the padding columns, from a word boundary.
-            loaded = st.valid_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
+            loaded = st.loaded_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
             dram["ifmap"] += loaded * count
             glb_w["ifmap"] += loaded // 2 * count
             glb_r["ifmap"] += ifmap_read * count
@@ -1523,6 +1547,9 @@ def format_mapping(mapping, prediction=None):
          f"{steps}"),
         "  first pass (rows top to bottom, one symbol per set):",
     ]
+    if m.resident_filters:
+        out.insert(-2, f"  filters: a filter block's kept in the GLB for its strips and tiles "
+                       f"({_filter_banks(m)} banks beside the filter store)")
     out += _picture(m, *m.placement)
     ideal = lay.macs / cfg.num_pes
     out.append(f"prediction: {pred['cycles']:,} cycles (array {pred['array_cycles']:,}, DRAM "

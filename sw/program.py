@@ -341,6 +341,8 @@ class _PassInfo:
     buffer_words: int = 0   # ifmap buffer words the pass needs
     row_addr: dict = None   # (n, cr, y) -> GLB word
     load_need: int = 0      # LOAD count its ifmap rows wait for
+    own: dict = None        # (n, cr, y) -> GLB word of the rows it loads itself
+    borrowed: bool = False  # it reads rows the pass before it loaded
 
 
 @dataclass(eq=False)
@@ -866,11 +868,15 @@ class _Compiler:
                 Engine.LOAD, Op.LOAD, {"addr": addr, "count": job.bias_words,
                                        "glb_addr": job.bias_base},
                 wait=wait, dram=True, note=f"bias rows of job {job.gidx}")
-        # Ifmap rows: image rows into the pass's buffer, runs of consecutive rows in one load.
+        # Ifmap rows: image rows into the pass's buffer, runs of consecutive rows in one load;
+        # rows that the pass before in the same run loaded itself are read from its buffer.
         buf = self.glb[f"ifmap{info.gidx % self.n_ifmap}"][0]
         W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
         x0 = ps.out_cols.start * lay.U + ps.step.cols.start
-        info.row_addr = {}
+        info.row_addr, info.own = {}, {}
+        prev = self.passes[info.gidx - 1] if info.gidx else None
+        if prev is None or self.n_ifmap < 2 or self.block_of[prev.gidx].run is not run:
+            prev = None
         need = self.zero_load + 1 if self.zero_load is not None else 0
         word = buf
         first = True
@@ -881,10 +887,14 @@ class _Compiler:
             if not lay.padding <= y < lay.padding + lay.H:
                 info.row_addr[n, cr, y] = self.glb["zero"][0]
                 continue
+            if prev is not None and (n, cr, y) in prev.own:
+                info.row_addr[n, cr, y] = prev.own[n, cr, y]
+                info.borrowed = True
+                continue
             cset = ps.step.channel_sets[cr]
             dram = self.ifmap_blocks[ps.group, n, cset.start, len(cset), x0, W] \
                 + (y - lay.padding) * rw * self.word_bytes
-            info.row_addr[n, cr, y] = word
+            info.row_addr[n, cr, y] = info.own[n, cr, y] = word
             if pending and pending[3] == (n, cr, y):
                 pending[2] += rw
                 pending[3] = (n, cr, y + 1)
@@ -895,10 +905,15 @@ class _Compiler:
             word += rw
         if pending:
             loads.append(pending)
+        if info.borrowed:
+            need = max(need, prev.load_need)
         for dram, glb_addr, words, _ in loads:
             wait = None
             if first and info.gidx >= self.n_ifmap:
-                wait = (Engine.IFMAP, ("ifmap_end", info.gidx - self.n_ifmap))
+                # The buffer's last pass is done with it, and so is the one after it when that
+                # read rows from it.
+                last = info.gidx - self.n_ifmap
+                wait = (Engine.IFMAP, ("ifmap_end", last + self.passes[last + 1].borrowed))
             first = False
             idx = self._add(Engine.LOAD, Op.LOAD, {"addr": dram, "count": words,
                                                    "glb_addr": glb_addr},
