@@ -107,14 +107,17 @@ preset, within about 5% of the RTL's cycles). Per run:
   with fewer units too: its idle PEs must match no tag); the compiler groups a run's passes by
   configuration, every other run in reverse, so a run changes it once per extra configuration.
   A change costs its configuration words (all of them at the start, those that differ later)
-  times the cycles to fetch a command (``128 / axi_data_bits`` beats plus
-  ``CostModel.fetch_overhead / 8``), and the chain drains and refills around it.
+  times the cycles to fetch a command (``128 / axi_data_bits`` beats, or 16 bytes at the DRAM's
+  bandwidth if that takes longer, plus ``CostModel.fetch_overhead / 8``), and the chain drains
+  and refills around it.
 * DRAM at ``CostModel.dram_bytes_per_cycle`` (default ``axi_data_bits / 8``), buffered behind
   the array (two runs' filters, two to eight passes' ifmaps, outputs stored while the next job
   computes): the layer takes the 6-norm of the array and DRAM cycles (as measured on the
   eyeriss RTL: 1.08-1.12x the larger when they are within 5%) plus the unhidden DRAM time of
   the first run's inputs and the last tile's outputs (``CostModel.dram_overlap=False``: the
-  sum instead). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
+  sum instead). With one psum region the next job waits for the stores of the job before:
+  all of them after a single-pass run, else what a pass's store takes beyond the rest of the
+  run (with its loads, less one pass's loaded ahead when DRAM has time to spare). DRAM bytes are what the compiler's program moves: ifmap rows as wide as
   their window with the padding columns, each channel set's from a word boundary; filters per
   tile, or once per filter block when resident, and bias rows (``F * p`` values per filter
   sub-block) once per strip and filter block, each row from a word boundary; and the
@@ -495,8 +498,10 @@ def noc_config_words(config):
 
 
 def _command_cycles(config, model):
-    """Cycles to fetch one command from memory (128 bits over the bus, 8 per fetch)."""
-    return 128 / config.axi_data_bits + model.fetch_overhead / 8
+    """Cycles to fetch one command from memory (128 bits over the bus, 8 per fetch): its beats,
+    or its 16 bytes at the DRAM's bandwidth when that is less than a beat a cycle."""
+    bw = model.dram_bytes_per_cycle or config.axi_data_bits / 8
+    return max(128 / config.axi_data_bits, COMMAND_BYTES / bw) + model.fetch_overhead / 8
 
 
 @functools.lru_cache(maxsize=1 << 10)
@@ -1284,20 +1289,31 @@ def _evaluate(m, model):
     last_out = (_max_tile(m, m.tile_units) * min(m.p * m.t, Mg) * len(m.strips[0])
                 * model.output_bytes)
     exposed = (first_in + last_out) / bw
-    # A job (group, strip, tile, filter block) writes its first psums over the outputs of the
+    # A job (group, filter block, strip, tile) writes its first psums over the outputs of the
     # job before in the region, block by block, each after the store of the block it replaces.
-    # With several steps a block is a pass, stored a run before: the store overlaps computing.
-    # With one step a block holds all passes with one NoC configuration (one, usually): with
-    # one psum region, each job but the last waits for its outputs to be stored before the next
-    # one starts. The store shares the memory with the loads of the next job's second pass (its
-    # first pass's are in).
+    # With several steps a block is a pass, stored a run before: its store has the P - 1 other
+    # passes of a run to take (P passes a run), beside those passes' loads (L bytes each, one
+    # pass's loaded ahead when DRAM has time to spare); what it takes beyond them the next job
+    # waits for, at each of its P blocks (alexnet.conv1 at batch 1, 32 filters, 2.4 B/cycle on
+    # the eyeriss RTL: tiles of two passes lost 5.4k cycles a job to it, single-pass tiles in
+    # two regions none). With one step a block holds
+    # all passes with one NoC configuration (one, usually): with one psum region, each job but
+    # the last waits for its outputs to be stored before the next one starts. The store shares
+    # the memory with the loads of the next job's second pass (its first pass's are in).
     store_wait = 0
     several = sum(run[-1] for run in step_runs) > 1 and m._main_stats.passes > tiles
+    jobs = len(m.strips) * tiles * sum(fb_sizes.values()) * G
     if m.psum_buffers == 1 and not several:
-        jobs = len(m.strips) * tiles * sum(fb_sizes.values()) * G
         pass_reads = (dram_bytes - dram["output"]) / passes
         store_wait = (dram["output"] - last_out
                       + (jobs - 1) * min(pass_reads, dram["output"] / jobs)) / bw
+    elif m.psum_buffers == 1 and jobs > 1:
+        P = m._main_stats.passes / tiles
+        block = dram["output"] / (jobs * P)
+        L = (dram_bytes - dram["output"]) / passes
+        ahead = min(L, max(0.0, array - dram_cycles) * bw / jobs)
+        store_wait = (jobs - 1) * P * max(0.0, (block + (P - 1) * L - ahead) / bw
+                                          - (P - 1) * array / passes)
     array += store_wait
     if model.dram_overlap:
         # Loads and computing overlap, but not perfectly when both need about the same time:
