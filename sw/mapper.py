@@ -1442,7 +1442,7 @@ def _candidates(lay, cfg):
     # The fewest output strips that fit, and more (smaller psum tiles, so more rows per tile)
     # for wide rows.
     least = _ceil(lay.F, MAX_WIDTH)
-    strip_options = [None] + [least * k for k in (2, 4) if least * k * 16 <= lay.F]
+    strip_options = [None] + [least * k for k in (2, 4) if least * k * 12 <= lay.F]
     glb_bytes = cfg.glb_banks * _bank_bytes(cfg) + cfg.glb_filter_depth * cfg.glb_word_bits // 8
     for _, plan, rs, q in combos:
         p_max = min(cfg.psum_spad_depth, cfg.filter_spad_depth // (q * sw), lay.Mg)
