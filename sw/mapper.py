@@ -145,16 +145,19 @@ from .pe_model import check_primitive
 
 __all__ = [
     "EYERISS_ALEXNET",
+    "IFMAP_BUFFERS",
     "MAX_STRIDE",
     "MAX_WIDTH",
     "OBJECTIVES",
     "PACKINGS",
+    "SHARE_BUFFERS",
     "CostModel",
     "Mapping",
     "Pass",
     "RowChunk",
     "Step",
     "format_mapping",
+    "glb_buffers",
     "make_mapping",
     "map_layer",
     "noc_config_words",
@@ -165,6 +168,13 @@ __all__ = [
 MAX_STRIDE = 15
 #: Largest output row width the PE takes (its default ``max_width``).
 MAX_WIDTH = 4095
+#: Most ifmap buffers a program lays out (where the GLB has room).
+IFMAP_BUFFERS = 8
+#: Fewest ifmap buffers with which consecutive passes of a run share ifmap rows: a pass that
+#: reads rows from the buffer of the pass before keeps that buffer from being reloaded until it
+#: ends, so with two buffers no pass's rows could be loaded ahead (alexnet.conv2 at batch 4,
+#: 2.4 B/cycle on the eyeriss RTL: 6,745,232 cycles without sharing, 7,413,341 with).
+SHARE_BUFFERS = 3
 
 #: Eyeriss's AlexNet CONV figures at batch 4 (JSSC 2017 Table V), for comparison:
 #: active PEs, MAC utilization at 200 MHz, DRAM bytes.
@@ -796,18 +806,85 @@ def _bias_bytes(m_like):
     return nf * _ceil(lay.F, m_like.out_strips) * 4 + m_like.t * word
 
 
-def _resident_bytes(m_like):
-    """Bytes of the GLB a filter block's filters take, every reduction step's (the largest
-    block), as the compiler lays them out: per run, each filter row of a sub-block and channel
-    set from a word boundary."""
+def _run_filter_bytes(m_like):
+    """``[(bytes, count)]``: the GLB bytes of a run's filters (the largest filter block's) per
+    class of reduction step, as the compiler lays them out: each filter row of a sub-block and
+    channel set from a word boundary."""
     lay, word = m_like.layer, m_like.config.glb_word_bits // 8
     nf = min(m_like.p * m_like.t, lay.Mg)
     subs = _balanced(nf, _ceil(nf, m_like.p))
-    total = 0
-    for k, _, sw, sizes, _, count in _step_runs(m_like):
-        row = sum(_ceil(f * c * sw * 2, word) * word for f in subs for c in sizes)
-        total += row * m_like.row_chunks[k].height * count
-    return total
+    return [(sum(_ceil(f * c * sw * 2, word) * word for f in subs for c in sizes)
+             * m_like.row_chunks[k].height, count)
+            for k, _, sw, sizes, _, count in _step_runs(m_like)]
+
+
+def _resident_bytes(m_like):
+    """Bytes of the GLB a filter block's filters take, every reduction step's."""
+    return sum(size * count for size, count in _run_filter_bytes(m_like))
+
+
+def glb_buffers(sizes, fixed, capacity, *, resident=False, psum_buffers=1):
+    """How many buffers of each GLB region a program lays out (:mod:`rsaccel.sw.program`):
+    one of each (filters: with ``resident``, a filter block's; else a ring of two filter rows
+    of ``sizes["row"]``), then second buffers where they fit, in the order ifmaps, filters (a
+    run's, two of them beside the ring's replacement), psums, bias rows (psums first when the
+    mapping plans ``psum_buffers=2``), then more ifmap buffers, up to ``IFMAP_BUFFERS``, so
+    that loads run further ahead of the passes. ``sizes``: a buffer of each of ``psum``,
+    ``ifmap``, ``filter``, ``bias`` (0 for none) and a filter ``row``, in any unit ``fixed``
+    (always in use) and ``capacity`` share. Returns ``(counts, used)``; ``used`` exceeds
+    ``capacity`` only when one buffer of each does not fit."""
+    counts = {"psum": 1, "ifmap": 1, "filter": int(resident), "bias": int(sizes["bias"] > 0)}
+
+    def used():
+        ring = 2 * sizes["row"] if counts["filter"] == 0 else 0
+        return sum(sizes[k] * counts[k] for k in counts) + fixed + ring
+
+    order = ("ifmap", "filter") + ("filter",) * (not resident) + ("psum", "bias") \
+        + ("ifmap",) * IFMAP_BUFFERS
+    if psum_buffers == 2:
+        order = ("psum",) + order
+    if used() <= capacity:
+        for k in order:
+            if counts[k] >= (IFMAP_BUFFERS if k == "ifmap" else 2) or not sizes[k]:
+                continue
+            counts[k] += 1
+            if used() > capacity:
+                counts[k] -= 1
+    return counts, used()
+
+
+def _ifmap_buffer_bytes(m):
+    """Bytes of the largest pass's ifmap buffer as the compiler lays it out: the pass's rows
+    inside the image, each channel set's as wide as the widest window, from a word boundary."""
+    lay, word = m.layer, m.config.glb_word_bits // 8
+    need = 0
+    for _, _, _, k, _, sw, n_sets, _, nc, u_cap in _geometry(m):
+        ch = m.row_chunks[k]
+        width = max((len(cols) - 1) * lay.U + sw for cols in m.strips)
+        row = sum(_ceil(c * width * 2, word) * word for c in _balanced(nc, n_sets))
+        need = max(need, m._stats(u_cap, ch.start, ch.height).max_valid_rows * row)
+    return need
+
+
+def _ifmap_buffers(m):
+    """The ifmap buffers the compiler will lay out for mapping ``m`` (:func:`glb_buffers` on
+    the sizes the mapper plans with, in bytes)."""
+    lay, cfg = m.layer, m.config
+    word = cfg.glb_word_bits // 8
+    nf = min(m.p * m.t, lay.Mg)
+    runs = [size for size, _ in _run_filter_bytes(m)]
+    width = max((len(cols) - 1) * lay.U + sw for cols in m.strips for _, sw in m.col_chunks)
+    row = max(_ceil(min(nf, m.p) * min(lay.Cg, m.q) * sw * 2, word) * word
+              for _, sw in m.col_chunks)
+    sizes = {"psum": _max_tile(m, m.tile_units) * nf * len(m.strips[0]) * 4,
+             "ifmap": _ifmap_buffer_bytes(m),
+             "filter": _resident_bytes(m) if m.resident_filters else max(runs),
+             "bias": _bias_bytes(m), "row": row}
+    zero = _ceil(width * min(lay.Cg, m.q) * 2, word) * word if lay.padding else 0
+    capacity = cfg.glb_banks * _bank_bytes(cfg) + cfg.glb_filter_depth * word
+    counts, _ = glb_buffers(sizes, zero, capacity, resident=m.resident_filters,
+                            psum_buffers=m.psum_buffers)
+    return counts["ifmap"]
 
 
 def _filter_banks(m_like):
@@ -1108,6 +1185,7 @@ def _evaluate(m, model):
     if model.fill not in ("reconfig", "run", "pass"):
         raise ValueError(f"CostModel.fill must be 'reconfig', 'run' or 'pass', not {model.fill!r}")
     store = cfg.glb_filter_depth * cfg.glb_word_bits // 8
+    shares = _ifmap_buffers(m) >= SHARE_BUFFERS
     array = 0.0
     bound = Counter()
     dram = Counter()
@@ -1246,7 +1324,8 @@ def _evaluate(m, model):
             glb_r["filter"] += tiles * fvals * count
             # Ifmaps are loaded per pass as the compiler lays them out: each row of a channel
             # set as wide as its window with the padding columns, from a word boundary.
-            loaded = st.loaded_rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
+            rows = st.loaded_rows if shares else st.valid_rows
+            loaded = rows * sum(_ceil(wp * c * 2, word) * word for c in csets)
             dram["ifmap"] += loaded * count
             glb_w["ifmap"] += loaded // 2 * count
             glb_r["ifmap"] += ifmap_read * count

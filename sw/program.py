@@ -106,7 +106,7 @@ from ..hw.commands import (
 )
 from ..hw.noc import NocCfgOp, NocNet
 from .layer_model import _check_array
-from .mapper import Mapping
+from .mapper import SHARE_BUFFERS, Mapping, glb_buffers
 from .noc_ids import NETWORKS, noc_map
 
 __all__ = ["ENGINES", "Program", "chain", "compile_layer", "row_groups"]
@@ -116,7 +116,6 @@ ENGINES = tuple(e for e in Engine if e is not Engine.NONE)
 
 _ALIGN = 64
 _SEND_ENGINES = (Engine.FILTER, Engine.IFMAP, Engine.PSUM)
-_IFMAP_BUFFERS = 8          # at most, where the GLB has room
 
 
 def _ceil(a, b):
@@ -668,37 +667,18 @@ class _Compiler:
             self.step_offset = dict(zip(sorted(self.step_words), itertools.accumulate(
                 [0] + [self.step_words[k] for k in sorted(self.step_words)])))
             filt = sum(self.step_words.values())
-        counts = {"psum": 1, "ifmap": 1, "filter": int(resident),
-                  "bias": 1 if self.has_bias else 0}
-        sizes = {"psum": psum, "ifmap": ifmap, "filter": filt, "bias": bias}
-
-        def total():
-            ring = 2 * row if counts["filter"] == 0 else 0
-            return sum(sizes[k] * counts[k] for k in sizes) + self.zero_words + ring
-
-        if total() > capacity:
-            parts = ", ".join(f"{counts[k]} x {sizes[k]} {k}" for k in sizes if counts[k])
-            raise ValueError(f"{self.lay.name}: the program needs {total()} GLB words ({parts}, "
+        sizes = {"psum": psum, "ifmap": ifmap, "filter": filt, "bias": bias, "row": row}
+        counts, used = glb_buffers(sizes, self.zero_words, capacity, resident=resident,
+                                   psum_buffers=self.m.psum_buffers)
+        if used > capacity:
+            parts = ", ".join(f"{counts[k]} x {sizes[k]} {k}" for k in counts if counts[k])
+            raise ValueError(f"{self.lay.name}: the program needs {used} GLB words ({parts}, "
                              f"{self.zero_words} zero, {2 * row} for two filter rows), more "
                              f"than the GLB's {capacity} ({cfg.glb_banks} banks of "
                              f"{cfg.glb_bank_depth} + {cfg.glb_filter_depth} filter words)")
-        # Second buffers where they fit, psums first when the mapping planned for two; then more
-        # ifmap buffers, so that loads run further ahead of the passes (a run's filters, loaded
-        # at once, and the stores leave the passes' loads behind for a while).
-        order = ("ifmap", "filter", "filter", "psum", "bias") + ("ifmap",) * _IFMAP_BUFFERS
-        if resident:
-            order = ("ifmap", "filter", "psum", "bias") + ("ifmap",) * _IFMAP_BUFFERS
-        if self.m.psum_buffers == 2:
-            order = ("psum",) + order
-        for k in order:
-            if counts[k] >= (_IFMAP_BUFFERS if k == "ifmap" else 2) or not sizes[k]:
-                continue
-            counts[k] += 1
-            if total() > capacity:
-                counts[k] -= 1
         if self.m.psum_buffers == 2 and counts["psum"] < 2 and len(self.jobs) > 1:
             raise ValueError(f"{self.lay.name}: the mapping plans two psum regions of {psum} "
-                             f"GLB words, but with {total()} words in use they do not fit the "
+                             f"GLB words, but with {used} words in use they do not fit the "
                              f"GLB's {capacity}")
         self.n_psum, self.n_ifmap, self.n_filter, self.n_bias = (
             counts["psum"], counts["ifmap"], counts["filter"], max(1, counts["bias"]))
@@ -869,13 +849,15 @@ class _Compiler:
                                        "glb_addr": job.bias_base},
                 wait=wait, dram=True, note=f"bias rows of job {job.gidx}")
         # Ifmap rows: image rows into the pass's buffer, runs of consecutive rows in one load;
-        # rows that the pass before in the same run loaded itself are read from its buffer.
+        # with SHARE_BUFFERS buffers or more, rows that the pass before in the same run loaded
+        # itself are read from its buffer.
         buf = self.glb[f"ifmap{info.gidx % self.n_ifmap}"][0]
         W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
         x0 = ps.out_cols.start * lay.U + ps.step.cols.start
         info.row_addr, info.own = {}, {}
         prev = self.passes[info.gidx - 1] if info.gidx else None
-        if prev is None or self.n_ifmap < 2 or self.block_of[prev.gidx].run is not run:
+        if (prev is None or self.n_ifmap < SHARE_BUFFERS
+                or self.block_of[prev.gidx].run is not run):
             prev = None
         need = self.zero_load + 1 if self.zero_load is not None else 0
         word = buf

@@ -1,5 +1,6 @@
 """Tests of sw/program.py and sw/program_model.py: compiled layers run bit-exact in the model."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -19,7 +20,7 @@ from rsaccel.hw.commands import (
 )
 from rsaccel.sw.layer_model import run_layer
 from rsaccel.sw.layers import Conv2d
-from rsaccel.sw.mapper import make_mapping, map_layer, predict
+from rsaccel.sw.mapper import SHARE_BUFFERS, make_mapping, map_layer, predict
 from rsaccel.sw.program import ENGINES, Program, chain, compile_layer
 from rsaccel.sw.program_model import ModelError, _rows, run, run_program
 
@@ -516,15 +517,21 @@ def test_filters_resident_across_tiles(config):
     assert _loaded(progs[True], "bias")[1] == _loaded(progs[False], "bias")[1] == 2 * fbs
 
 
-@pytest.mark.parametrize("config", [TINY, SMALL], ids=["tiny", "small"])
-def test_consecutive_passes_share_ifmap_rows(config):
-    """A pass reads the ifmap rows it shares with the pass before it in the same run from that
-    pass's buffer instead of loading them again (a buffer is reloaded only once both passes
-    are done with it): exact in every schedule, fewer bytes than loading every pass's rows,
-    and as many as the cost model counts."""
+@pytest.mark.parametrize("config, kw, shared", [
+    (TINY, {}, True), (SMALL, {}, True),
+    # Two ifmap buffers: the next pass's rows could not be loaded ahead, so none are shared.
+    (dataclasses.replace(TINY, glb_bank_depth=64), {"tile_units": 6}, False),
+], ids=["tiny", "small", "tiny-two-buffers"])
+def test_consecutive_passes_share_ifmap_rows(config, kw, shared):
+    """With three ifmap buffers or more, a pass reads the ifmap rows it shares with the pass
+    before it in the same run from that pass's buffer instead of loading them again (a buffer
+    is reloaded only once both passes are done with it): exact in every schedule, fewer bytes
+    than loading every pass's rows, and as many as the cost model counts, which knows how many
+    buffers the compiler lays out."""
     lay = Conv2d("share", 2, 3, 4, 14, 10, 3, 3, padding=1)
-    m = make_mapping(lay, config, p=2, q=2, t=2)
+    m = make_mapping(lay, config, p=2, q=2, t=2, **kw)
     prog, _ = check(lay, config, m, seeds=(None, 1, 2, 3, 4))
+    assert (prog.stats["buffers"]["ifmap"] >= SHARE_BUFFERS) == shared
     wb = config.glb_word_bits // 8
     every = 0
     for ps in m.passes():
@@ -533,4 +540,5 @@ def test_consecutive_passes_share_ifmap_rows(config):
                 for i in ps.step.rows if lay.padding <= y * lay.U + i < lay.padding + lay.H}
         every += len(rows) * sum(-(-W * len(c) * 2 // wb) * wb for c in ps.step.channel_sets)
     loaded = _loaded(prog, "ifmap")[0]
-    assert loaded == predict(m)["dram"]["ifmap"] < every
+    assert loaded == predict(m)["dram"]["ifmap"]
+    assert (loaded < every) if shared else (loaded == every)
