@@ -342,6 +342,7 @@ class _PassInfo:
     load_need: int = 0      # LOAD count its ifmap rows wait for
     own: dict = None        # (n, cr, y) -> GLB word of the rows it loads itself
     borrowed: bool = False  # it reads rows the pass before it loaded
+    lent: list = None       # [(GLB word, words)] of its rows the pass after it reads
 
 
 @dataclass(eq=False)
@@ -850,54 +851,69 @@ class _Compiler:
                 wait=wait, dram=True, note=f"bias rows of job {job.gidx}")
         # Ifmap rows: image rows into the pass's buffer, runs of consecutive rows in one load;
         # with SHARE_BUFFERS buffers or more, rows that the pass before in the same run loaded
-        # itself are read from its buffer.
-        buf = self.glb[f"ifmap{info.gidx % self.n_ifmap}"][0]
+        # itself are read from its buffer. The buffer's last pass (``n_ifmap`` before) lent
+        # rows to the pass after it: the rows go around those where the buffer has room, so
+        # that the loads wait for the last pass only, not for the one after it as well.
+        buf, size = self.glb[f"ifmap{info.gidx % self.n_ifmap}"]
         W = (len(ps.out_cols) - 1) * lay.U + len(ps.step.cols)
         x0 = ps.out_cols.start * lay.U + ps.step.cols.start
-        info.row_addr, info.own = {}, {}
+        info.row_addr, info.own, info.lent = {}, {}, []
         prev = self.passes[info.gidx - 1] if info.gidx else None
         if (prev is None or self.n_ifmap < SHARE_BUFFERS
                 or self.block_of[prev.gidx].run is not run):
             prev = None
         need = self.zero_load + 1 if self.zero_load is not None else 0
-        word = buf
-        first = True
-        pending = None          # [dram addr, glb addr, words, next (n, cr, y)]
-        loads = []
+        own = []
         for n, cr, y in info.rows:
             rw = info.row_words[n, cr, y]
             if not lay.padding <= y < lay.padding + lay.H:
                 info.row_addr[n, cr, y] = self.glb["zero"][0]
-                continue
-            if prev is not None and (n, cr, y) in prev.own:
+            elif prev is not None and (n, cr, y) in prev.own:
                 info.row_addr[n, cr, y] = prev.own[n, cr, y]
+                prev.lent.append((prev.own[n, cr, y], rw))
                 info.borrowed = True
-                continue
+            else:
+                own.append((n, cr, y))
+        last = info.gidx - self.n_ifmap
+        lent = sorted(self.passes[last].lent) if last >= 0 else []
+
+        def place(avoid):
+            """GLB words of the own rows from the buffer's start, around ``avoid``."""
+            word, words = buf, []
+            for key in own:
+                for a, w in avoid:
+                    if word < a + w and a < word + info.row_words[key]:
+                        word = a + w
+                words.append(word)
+                word += info.row_words[key]
+            return words if word <= buf + size else None
+
+        words = place(lent) if lent else None
+        held = lent and words is None       # the pass after the last one still reads from it
+        pending = None          # [dram addr, glb addr, words, next (n, cr, y)]
+        loads = []
+        for (n, cr, y), word in zip(own, words or place([])):
+            rw = info.row_words[n, cr, y]
             cset = ps.step.channel_sets[cr]
             dram = self.ifmap_blocks[ps.group, n, cset.start, len(cset), x0, W] \
                 + (y - lay.padding) * rw * self.word_bytes
             info.row_addr[n, cr, y] = info.own[n, cr, y] = word
-            if pending and pending[3] == (n, cr, y):
+            if pending and pending[3] == (n, cr, y) and pending[1] + pending[2] == word:
                 pending[2] += rw
                 pending[3] = (n, cr, y + 1)
             else:
                 if pending:
                     loads.append(pending)
                 pending = [dram, word, rw, (n, cr, y + 1)]
-            word += rw
         if pending:
             loads.append(pending)
         if info.borrowed:
             need = max(need, prev.load_need)
-        for dram, glb_addr, words, _ in loads:
+        for k, (dram, glb_addr, count, _) in enumerate(loads):
             wait = None
-            if first and info.gidx >= self.n_ifmap:
-                # The buffer's last pass is done with it, and so is the one after it when that
-                # read rows from it.
-                last = info.gidx - self.n_ifmap
-                wait = (Engine.IFMAP, ("ifmap_end", last + self.passes[last + 1].borrowed))
-            first = False
-            idx = self._add(Engine.LOAD, Op.LOAD, {"addr": dram, "count": words,
+            if k == 0 and last >= 0:
+                wait = (Engine.IFMAP, ("ifmap_end", last + bool(held)))
+            idx = self._add(Engine.LOAD, Op.LOAD, {"addr": dram, "count": count,
                                                    "glb_addr": glb_addr},
                             wait=wait, dram=True, note=f"ifmap rows of pass {info.gidx}")
             need = max(need, idx + 1)
