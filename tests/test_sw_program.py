@@ -542,3 +542,9 @@ def test_consecutive_passes_share_ifmap_rows(config, kw, shared):
     loaded = _loaded(prog, "ifmap")[0]
     assert loaded == predict(m)["dram"]["ifmap"]
     assert (loaded < every) if shared else (loaded == every)
+    # A pass's rows go around those the buffer's last pass lent to the pass after it: its
+    # loads wait for that last pass only (``n`` passes before), not for the one after it.
+    n = prog.stats["buffers"]["ifmap"]
+    waits = {c.wait[1][1] - (int(c.note.split()[-1]) - n) for c in prog._cmds[Engine.LOAD]
+             if c.note.startswith("ifmap rows") and c.wait}
+    assert waits == ({0} if len(list(m.passes())) > n else set())
