@@ -282,6 +282,23 @@ def test_cost_model_charges_stores_and_fetches_at_dram_speed():
     assert p1["breakdown"]["reconfigure"] > 4 * fast["breakdown"]["reconfigure"] > 0
 
 
+def test_timeline_of_passes_loads_and_stores():
+    """The cost model's timeline: a pass computes once its loads are in, loads run ahead as far
+    as the ifmap buffers allow, stores come in bursts at the last run's passes. Bound by the
+    array, every load but the first is hidden; bound by DRAM, every pass but the last; with
+    alexnet.conv1's passes (2.4 B/cycle, array and DRAM within 3%) the store bursts cost beyond
+    both, less with more buffers to load ahead in."""
+    from rsaccel.sw.mapper import _timeline
+
+    shape = {"jobs": 20, "steps": 3, "P": 5, "bw": 2.4, "n_filter": 1, "n_psum": 1}
+    assert _timeline(A=2354, L=240, Fr=0, O=0, n_ifmap=2, **shape) == pytest.approx(300 * 2354 + 100)
+    assert _timeline(A=1000, L=4800, Fr=0, O=0, n_ifmap=2, **shape) == pytest.approx(300 * 2000 + 1000)
+    conv1 = {"A": 2354, "L": 3911, "Fr": 277, "O": 27657}
+    bound = max(300 * 2354, (300 * 3911 + 60 * 277 + 20 * 27657) / 2.4)
+    t = [_timeline(n_ifmap=n, **conv1, **shape) for n in (1, 2, 3)]
+    assert t[0] > t[1] > t[2] > 1.05 * bound
+
+
 @pytest.mark.parametrize("batch, bandwidth", [(1, None), (4, None), (4, 2.4)])
 def test_chosen_mappings_compile(batch, bandwidth):
     """The mapper's GLB plan holds what the compiler puts there (psums, bias rows, ifmaps,
