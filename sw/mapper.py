@@ -827,9 +827,11 @@ def glb_buffers(sizes, fixed, capacity, *, resident=False, psum_buffers=1):
     """How many buffers of each GLB region a program lays out (:mod:`rsaccel.sw.program`):
     one of each (filters: with ``resident``, a filter block's; else a ring of two filter rows
     of ``sizes["row"]``), then second buffers where they fit, in the order ifmaps, filters (a
-    run's, two of them beside the ring's replacement), psums, bias rows (psums first when the
-    mapping plans ``psum_buffers=2``), then more ifmap buffers, up to ``IFMAP_BUFFERS``, so
-    that loads run further ahead of the passes. ``sizes``: a buffer of each of ``psum``,
+    run's, two of them beside the ring's replacement), psums (first when the mapping plans
+    ``psum_buffers=2``), then third and fourth ifmap buffers, so that loads run further ahead
+    of the passes and of the bursts of stores, a second bias buffer (bias rows change with the
+    strip or filter block only, and are read by a job's first run: the next ones have the
+    job's other runs to load in) and more ifmap buffers, up to ``IFMAP_BUFFERS``. ``sizes``: a buffer of each of ``psum``,
     ``ifmap``, ``filter``, ``bias`` (0 for none) and a filter ``row``, in any unit ``fixed``
     (always in use) and ``capacity`` share. Returns ``(counts, used)``; ``used`` exceeds
     ``capacity`` only when one buffer of each does not fit."""
@@ -839,7 +841,8 @@ def glb_buffers(sizes, fixed, capacity, *, resident=False, psum_buffers=1):
         ring = 2 * sizes["row"] if counts["filter"] == 0 else 0
         return sum(sizes[k] * counts[k] for k in counts) + fixed + ring
 
-    order = ("ifmap", "filter") + ("filter",) * (not resident) + ("psum", "bias") \
+    order = ("ifmap", "filter") + ("filter",) * (not resident) + ("psum", "ifmap", "ifmap",
+                                                                   "bias") \
         + ("ifmap",) * IFMAP_BUFFERS
     if psum_buffers == 2:
         order = ("psum",) + order

@@ -520,7 +520,7 @@ def test_filters_resident_across_tiles(config):
 @pytest.mark.parametrize("config, kw, shared", [
     (TINY, {}, True), (SMALL, {}, True),
     # Two ifmap buffers: the next pass's rows could not be loaded ahead, so none are shared.
-    (dataclasses.replace(TINY, glb_bank_depth=64), {"tile_units": 6}, False),
+    (dataclasses.replace(TINY, glb_bank_depth=56), {"tile_units": 6}, False),
 ], ids=["tiny", "small", "tiny-two-buffers"])
 def test_consecutive_passes_share_ifmap_rows(config, kw, shared):
     """With three ifmap buffers or more, a pass reads the ifmap rows it shares with the pass
